@@ -1,0 +1,1 @@
+"""DLP-LoRA: sentence-level routing and per-row LoRA fusion."""

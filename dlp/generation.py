@@ -1,0 +1,178 @@
+"""Batched generation with per-row streaming and honest per-row timing.
+
+Uses transformers' ``generate`` with a streamer (its own mechanism): :class:`RowStreamer` receives
+every step's tokens for all rows, records when each row's tokens arrive and when each row ends,
+and publishes snapshots on a queue that :func:`stream_generate` yields from. Sampling, when asked,
+draws from a per-call ``torch.Generator`` inside a logits processor, so a seed gives the same text
+however many other requests run at the same time (the global RNG is never touched).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
+
+from .fusion import FusionPlan
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 128  # reply length cap per row
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 0  # sampling seed (ignored when greedy)
+    nucleus: float = 0.95  # sampling's own top-p over tokens (not the router's top-p)
+
+
+@dataclass
+class RowTiming:
+    prefill_ms: float = 0.0  # prompt forward, up to the first token (shared by the batch)
+    ttft_ms: float = 0.0  # from the start of generation to this row's first token
+    decode_ms: float = 0.0  # first token to this row's last token
+    tokens: int = 0  # tokens this row produced (EOS excluded)
+    total_ms: float = 0.0  # from the start of generation to this row's end
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.tokens - 1) / (self.decode_ms / 1000) if self.tokens > 1 and self.decode_ms > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"prefill_ms": round(self.prefill_ms, 1), "ttft_ms": round(self.ttft_ms, 1),
+                "decode_ms": round(self.decode_ms, 1), "tokens": self.tokens,
+                "tokens_per_s": round(self.tokens_per_s, 1), "total_ms": round(self.total_ms, 1)}
+
+
+@dataclass
+class StreamState:
+    texts: list[str]  # decoded text of each row so far
+    token_ids: list[list[int]]
+    timings: list[RowTiming]
+    done: list[bool]  # True once a row produced EOS or hit the cap
+    finished: bool = False  # True for the last snapshot
+    error: str = ""
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature + nucleus sampling with a private generator, expressed as a one-hot score so
+    greedy decoding picks the sampled token. Keeps sampling reproducible under concurrency."""
+
+    def __init__(self, temperature: float, nucleus: float, seed: int, device: torch.device):
+        self.temperature = temperature
+        self.nucleus = nucleus
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # (rows, V)
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > self.nucleus  # keep the smallest set reaching the nucleus
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        pick = order.gather(-1, torch.multinomial(sorted_p, 1, generator=self.generator))  # (rows, 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, pick, 0.0)
+
+
+class RowStreamer(BaseStreamer):
+    """Collects each row's tokens as ``generate`` produces them; publishes snapshots to a queue."""
+
+    def __init__(self, tokenizer, rows: int, eos_ids: set[int], updates: queue.Queue, every: int = 1):
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.updates = updates
+        self.every = every  # publish every n steps (decoding text is not free)
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self.timings = [RowTiming() for _ in range(rows)]
+        self.start = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.last_at = [0.0] * rows
+        self.got_prompt = False
+        self.steps = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.got_prompt:  # generate first hands over the prompt ids
+            self.got_prompt = True
+            return
+        now = time.perf_counter()
+        tokens = value.reshape(len(self.ids), -1)[:, -1].tolist()  # (rows,) -> host: the step is complete
+        if self.first_token_at is None:
+            self.first_token_at = now
+        for i, tok in enumerate(tokens):
+            if self.done[i]:
+                continue
+            if tok in self.eos_ids:
+                self.done[i] = True
+                continue
+            self.ids[i].append(tok)
+            self.last_at[i] = now
+            t = self.timings[i]
+            if t.tokens == 0:
+                t.ttft_ms = (now - self.start) * 1000
+            t.tokens += 1
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.updates.put(self.snapshot(finished=False))
+
+    def end(self) -> None:
+        self.updates.put(self.snapshot(finished=True))
+
+    def snapshot(self, finished: bool) -> StreamState:
+        prefill = ((self.first_token_at or self.start) - self.start) * 1000
+        for i, t in enumerate(self.timings):
+            t.prefill_ms = prefill
+            if t.tokens:
+                t.decode_ms = (self.last_at[i] - self.first_token_at) * 1000
+                t.total_ms = (self.last_at[i] - self.start) * 1000
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.ids]
+        done = [d or finished for d in self.done]
+        return StreamState(texts, [list(x) for x in self.ids], [RowTiming(**vars(t)) for t in self.timings],
+                           done, finished)
+
+
+def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: FusionPlan,
+                    options: GenerationOptions, every: int = 1) -> Iterator[StreamState]:
+    """Run one batched ``generate`` under ``plan`` in a worker thread; yield snapshots as rows grow."""
+    updates: queue.Queue = queue.Queue()
+    eos = tokenizer.eos_token_id
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    streamer = RowStreamer(tokenizer, input_ids.shape[0], eos_ids, updates, every)
+    processors = LogitsProcessorList()
+    if options.temperature > 0:
+        processors.append(SeededSampler(options.temperature, options.nucleus, options.seed, input_ids.device))
+
+    def work():
+        try:
+            with torch.inference_mode(), plan.applied():
+                model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=options.max_new_tokens,
+                    do_sample=False, logits_processor=processors, streamer=streamer,
+                    pad_token_id=tokenizer.pad_token_id, eos_token_id=list(eos_ids),
+                    top_p=None, top_k=None, temperature=None,
+                )
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as the last snapshot
+            state = streamer.snapshot(finished=True)
+            state.error = f"{type(exc).__name__}: {exc}"
+            updates.put(state)
+
+    thread = threading.Thread(target=work, daemon=True, name="dlp-generate")
+    thread.start()
+    while True:
+        state = updates.get()
+        yield state
+        if state.finished:
+            break
+    thread.join()
+
+
+def generate_all(*args, **kwargs) -> StreamState:
+    """The final snapshot of :func:`stream_generate` (no intermediate decoding)."""
+    kwargs.setdefault("every", 10_000)
+    state = None
+    for state in stream_generate(*args, **kwargs):
+        pass
+    return state

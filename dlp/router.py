@@ -1,0 +1,145 @@
+"""The DLP plugin: a ~5M-parameter mini-MLP that classifies the whole prompt once.
+
+Input is the base tokenizer's ids (no language model needed), mean-pooled through an embedding
+bag, then a small MLP and a softmax over the adapters. Saved as ``router.safetensors`` +
+``router_config.json`` so it loads without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import DLPError
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    vocab_size: int  # the base tokenizer's vocabulary
+    labels: tuple[str, ...]  # adapter names, in output order
+    embed_dim: int = 96  # 49,152 x 96 = 4.7M of the ~5M parameters
+    hidden: int = 384  # MLP width
+    max_tokens: int = 512  # prompt tokens the router reads (the head of the prompt)
+
+
+class MiniMLPRouter(nn.Module):
+    def __init__(self, cfg: RouterConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.EmbeddingBag(cfg.vocab_size, cfg.embed_dim, mode="mean")
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(cfg.embed_dim),
+            nn.Linear(cfg.embed_dim, cfg.hidden),
+            nn.GELU(),
+            nn.Dropout(0.1),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.GELU(),
+            nn.Linear(cfg.hidden, len(cfg.labels)),
+        )
+
+    def forward(self, flat_ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, n_adapters) from concatenated prompt ids and their start offsets."""
+        return self.mlp(self.embed(flat_ids, offsets))  # (B, D) -> (B, N)
+
+    def ids(self, tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [tokenizer(p, add_special_tokens=False)["input_ids"][: self.cfg.max_tokens] or [0] for p in prompts]
+        offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
+        return torch.tensor([t for r in rows for t in r], dtype=torch.long), offsets
+
+    @torch.inference_mode()
+    def probs(self, tokenizer, prompts: list[str]) -> torch.Tensor:
+        """(batch, n_adapters) probabilities."""
+        self.eval()
+        return torch.softmax(self(*self.ids(tokenizer, prompts)).float(), dim=-1)
+
+
+def save_router(router: MiniMLPRouter, folder: Path, extra: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in router.state_dict().items()}, folder / "router.safetensors")
+    (folder / "router_config.json").write_text(json.dumps({**asdict(router.cfg), **(extra or {})}, indent=1))
+
+
+def load_router(folder: Path) -> MiniMLPRouter:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / "router_config.json", folder / "router.safetensors"
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise DLPError(f"No router in {folder} (router_config.json and router.safetensors expected)",
+                       hint="train one with: python -m dlp train-router")
+    try:
+        raw = json.loads(cfg_path.read_text())
+        fields = RouterConfig.__dataclass_fields__
+        cfg = RouterConfig(**{k: (tuple(v) if k == "labels" else v) for k, v in raw.items() if k in fields})
+        router = MiniMLPRouter(cfg)
+        router.load_state_dict(load_file(w_path))
+    except Exception as exc:  # noqa: BLE001
+        raise DLPError(f"Router in {folder} cannot be loaded: {str(exc).splitlines()[0]}",
+                       hint="retrain it with: python -m dlp train-router") from None
+    return router.eval()
+
+
+def train_router(tokenizer, train: list[tuple[str, int]], labels: list[str], epochs: int = 4,
+                 batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> MiniMLPRouter:
+    """Cross-entropy on (prompt, label index) pairs; a few epochs take seconds on a CPU."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels)))
+    opt = torch.optim.AdamW(router.parameters(), lr=lr, weight_decay=0.01)
+    encoded = [(router.ids(tokenizer, [p]), y) for p, y in train]
+    steps = epochs * ((len(encoded) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    router.train()
+    bar = tqdm(total=steps, desc="train router", disable=not progress)
+    for _ in range(epochs):
+        rng.shuffle(encoded)
+        for k in range(0, len(encoded), batch_size):
+            chunk = encoded[k : k + batch_size]
+            flat = torch.cat([ids for (ids, _), _ in chunk])
+            offsets = torch.tensor([0] + [len(ids) for (ids, _), _ in chunk[:-1]]).cumsum(0)
+            y = torch.tensor([label for _, label in chunk])
+            loss = nn.functional.cross_entropy(router(flat, offsets), y, label_smoothing=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    return router.eval()
+
+
+def confusion(router: MiniMLPRouter, tokenizer, items: list[tuple[str, int]], batch: int = 256) -> torch.Tensor:
+    """(n, n) counts: row = true adapter, column = router's top-1."""
+    n = len(router.cfg.labels)
+    matrix = torch.zeros((n, n), dtype=torch.long)
+    for k in range(0, len(items), batch):
+        chunk = items[k : k + batch]
+        pred = router.probs(tokenizer, [p for p, _ in chunk]).argmax(-1)
+        for (_, y), p in zip(chunk, pred.tolist()):
+            matrix[y, p] += 1
+    return matrix
+
+
+def format_confusion(matrix: torch.Tensor, labels: list[str]) -> str:
+    width = max(len(l) for l in labels) + 2
+    head = " " * width + "".join(f"{l[:10]:>11}" for l in labels)
+    rows = [f"{l:<{width}}" + "".join(f"{int(v):>11}" for v in matrix[i]) for i, l in enumerate(labels)]
+    return "\n".join([head, *rows])
+
+
+def timed_probs(router: MiniMLPRouter, tokenizer, prompt: str) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    probs = router.probs(tokenizer, [prompt])[0]
+    return probs, (time.perf_counter() - start) * 1000

@@ -1,0 +1,65 @@
+"""Which adapters to fuse, and with what weights, from the router's probability vector.
+
+Pure functions on a 1-D probability tensor; no model, no I/O.
+
+Weighting modes:
+- ``"renorm"`` (default, the paper's text): the kept probabilities divided by their sum.
+- ``"softmax"`` (the original DLP-LoRA repository's code): a softmax over the kept
+  probabilities. Probabilities lie in [0, 1], so this flattens the weights towards uniform:
+  0.8/0.2 becomes 0.65/0.35.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DLPError
+
+MODES = ("renorm", "softmax")
+
+
+def check_top_p(p: float) -> float:
+    if not isinstance(p, (int, float)) or not 0.0 < float(p) <= 1.0:
+        raise DLPError(f"top-p must be in (0, 1], got {p}", hint="try 0.9")
+    return float(p)
+
+
+def check_top_k(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise DLPError(f"top-k must be a whole number >= 1 (or 0 for no cap), got {k}")
+    return k
+
+
+def kept_indices(probs: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> list[int]:
+    """Smallest prefix of the sorted probabilities whose sum reaches ``top_p`` (at least one),
+    then at most ``top_k`` of them when ``top_k`` > 0. Ties keep the lower index first."""
+    check_top_p(top_p)
+    check_top_k(top_k)
+    if probs.dim() != 1 or probs.numel() == 0:
+        raise DLPError("the router returned no probabilities (no adapters loaded?)")
+    order = sorted(range(probs.numel()), key=lambda i: (-float(probs[i]), i))
+    kept, total = [], 0.0
+    for i in order:
+        kept.append(i)
+        total += float(probs[i])
+        if total >= top_p - 1e-6:  # 1e-6: float sums of a softmax can fall just short of 1.0
+            break
+    if top_k:
+        kept = kept[:top_k]
+    return kept
+
+
+def fusion_weights(probs: torch.Tensor, kept: list[int], mode: str = "renorm") -> dict[int, float]:
+    """Normalized weights over the kept indices (they sum to 1)."""
+    if mode not in MODES:
+        raise DLPError(f"Unknown weighting mode '{mode}'. Available: {', '.join(MODES)}")
+    values = probs[kept].double()
+    weights = torch.softmax(values, dim=0) if mode == "softmax" else values / values.sum().clamp_min(1e-12)
+    return {i: float(w) for i, w in zip(kept, weights)}
+
+
+def select(probs: torch.Tensor, names: list[str], top_p: float = 1.0, top_k: int = 0,
+           mode: str = "renorm") -> dict[str, float]:
+    """Name -> fusion weight for the kept adapters, in descending probability order."""
+    weights = fusion_weights(probs, kept_indices(probs, top_p, top_k), mode)
+    return {names[i]: w for i, w in weights.items()}

@@ -1,0 +1,214 @@
+"""Task data for the shipped adapters: the datasets in ``../shared/datasets`` turned into chat pairs.
+
+Each task mixes several natural phrasings, because visitors type free-form prompts, not one
+template; the router and the adapters are trained on the same mix. Splits are deterministic
+(fixed upstream splits, or a hash of the source text) so training never sees evaluation items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASKS = ("math", "code", "translate_fr", "sentiment", "science_qa", "summarize")
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str  # the user's message
+    response: str  # the assistant's target text
+    ref: dict = field(default_factory=dict)  # what the metric needs (answer, tests, label, ...)
+
+
+def data_dir() -> Path:
+    """``DLP_DATA`` or the ``shared/datasets`` folder beside the checkout."""
+    env = os.environ.get("DLP_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+
+
+# Phrasings per task. ``{x}`` is the task input; each template reads like something a person types.
+TEMPLATES: dict[str, list[str]] = {
+    "math": [
+        "{x}",
+        "Solve this math problem: {x}",
+        "Can you work this out step by step? {x}",
+        "{x} Show your working.",
+        "Word problem: {x}",
+        "Help me with my homework. {x}",
+        "Please calculate the answer. {x}",
+        "Math question: {x} What is the answer?",
+    ],
+    "code": [
+        "{x}",
+        "Write a Python function. {x}",
+        "In Python: {x}",
+        "Can you code this in Python? {x}",
+        "Implement the following in Python. {x}",
+        "I need a Python function for this task: {x}",
+        "Python please: {x}",
+    ],
+    "translate_fr": [
+        "Translate to French: {x}",
+        'How do you say "{x}" in French?',
+        "Translate this sentence into French: {x}",
+        "What is the French for '{x}'?",
+        "English to French: {x}",
+        "Can you translate \"{x}\" into French for me?",
+        "Say this in French: {x}",
+        "French translation of: {x}",
+    ],
+    "sentiment": [
+        "Is this review positive or negative? {x}",
+        "What is the sentiment of this review: \"{x}\"",
+        "Classify the sentiment: {x}",
+        "{x}\nIs that positive or negative?",
+        "Sentiment analysis: {x}",
+        "Does this customer sound happy or unhappy? \"{x}\"",
+        "Review: {x}\nSentiment?",
+        "Tell me if this comment is positive or negative: {x}",
+    ],
+    "science_qa": [
+        "{x}",
+        "Answer this science question.\n{x}",
+        "Pick the correct option.\n{x}",
+        "Science quiz:\n{x}",
+        "Which answer is right?\n{x}",
+        "Multiple choice question:\n{x}\nAnswer with the letter.",
+        "Here is a question from a science test.\n{x}",
+    ],
+    "summarize": [
+        "Summarize this abstract in one sentence:\n{x}",
+        "TL;DR:\n{x}",
+        "Give me a one-line summary of this paper abstract.\n{x}",
+        "{x}\n\nSummarize the paper above in one sentence.",
+        "Write a TL;DR for this abstract: {x}",
+        "What is the main contribution of this paper, in one sentence?\n{x}",
+        "Condense this research abstract into a single sentence: {x}",
+    ],
+}
+
+
+def _bucket(text: str) -> int:
+    """A stable 0..99 bucket, so hash splits do not move between runs or machines."""
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) % 100
+
+
+def _phrase(task: str, x: str, key: str, seed: int) -> str:
+    templates = TEMPLATES[task]
+    return templates[(_bucket(f"{seed}:{key}") + seed) % len(templates)].format(x=x)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _gsm8k(split: str) -> list[tuple[str, str, dict]]:
+    rows = _jsonl(data_dir() / "gsm8k" / ("train.jsonl" if split == "train" else "test.jsonl"))
+    out = []
+    for r in rows:
+        answer = re.sub(r"<<[^>]*>>", "", r["answer"]).strip()
+        final = answer.rsplit("####", 1)[-1].strip().replace(",", "")
+        out.append((r["question"].strip(), answer, {"answer": final}))
+    return out
+
+
+MBPP_TEST_IDS = range(11, 511)
+
+
+def _mbpp(split: str) -> list[tuple[str, str, dict]]:
+    out = []
+    for r in _jsonl(data_dir() / "mbpp" / "mbpp.jsonl"):
+        if (r["task_id"] in MBPP_TEST_IDS) != (split == "test"):
+            continue
+        code = r["code"].replace("\r\n", "\n").replace("\t", "    ").strip()
+        x = f"{r['text'].strip()} It should pass this test: {r['test_list'][0]}"
+        ref = {"tests": r["test_list"], "setup": r.get("test_setup_code", ""), "task_id": r["task_id"]}
+        out.append((x, f"```python\n{code}\n```", ref))
+    return out
+
+
+def _tatoeba(split: str) -> list[tuple[str, str, dict]]:
+    by_en: dict[str, list[str]] = {}
+    with open(data_dir() / "tatoeba_en_fr" / "fra.txt", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2:
+                by_en.setdefault(parts[0], []).append(parts[1])
+    held = split == "test"
+    return [
+        (en, frs[0], {"references": frs})
+        for en, frs in by_en.items()
+        if (_bucket(en) < 10) == held and len(en.split()) >= 3  # 1-2 word items are too ambiguous
+    ]
+
+
+def _sentiment(split: str) -> list[tuple[str, str, dict]]:
+    out = []
+    for name in ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt"):
+        with open(data_dir() / "sentiment_uci" / name, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                text, _, label = line.rstrip("\n").rpartition("\t")
+                if not text.strip() or label.strip() not in ("0", "1"):
+                    continue
+                if (_bucket(text) < 15) != (split == "test"):
+                    continue
+                word = "positive" if label.strip() == "1" else "negative"
+                out.append((text.strip(), word, {"label": word}))
+    return out
+
+
+def _arc(split: str) -> list[tuple[str, str, dict]]:
+    with open(data_dir() / "arc_easy" / ("train.json" if split == "train" else "test.json"), encoding="utf-8") as fh:
+        rows = json.load(fh)
+    out = []
+    for r in rows:
+        labels, texts = r["choices"]["label"], r["choices"]["text"]
+        options = "\n".join(f"{lab}. {txt}" for lab, txt in zip(labels, texts))
+        if r["answerKey"] not in labels:
+            continue
+        answer = texts[labels.index(r["answerKey"])]
+        out.append((f"{r['question'].strip()}\n{options}", f"{r['answerKey']}. {answer}", {"label": r["answerKey"]}))
+    return out
+
+
+def _scitldr(split: str) -> list[tuple[str, str, dict]]:
+    rows = _jsonl(data_dir() / "scitldr" / ("train.jsonl" if split == "train" else "test.jsonl"))
+    out = []
+    for r in rows:
+        words = " ".join(r["source"]).split()
+        if not words or not r["target"]:
+            continue
+        abstract = " ".join(words[:220])  # keeps prompts under ~320 tokens for CPU training
+        out.append((abstract, r["target"][0].strip(), {"references": [t.strip() for t in r["target"]]}))
+    return out
+
+
+_LOADERS = {
+    "math": _gsm8k,
+    "code": _mbpp,
+    "translate_fr": _tatoeba,
+    "sentiment": _sentiment,
+    "science_qa": _arc,
+    "summarize": _scitldr,
+}
+
+
+def load_examples(task: str, split: str = "train", limit: int | None = None, seed: int = 0) -> list[Example]:
+    """Examples of one task, phrased with the task's templates; ``split`` is 'train' or 'test'."""
+    if task not in _LOADERS:
+        raise KeyError(f"Unknown task '{task}'. Available: {', '.join(TASKS)}")
+    if split not in ("train", "test"):
+        raise ValueError("split must be 'train' or 'test'")
+    rows = _LOADERS[task](split)
+    random.Random(f"{task}:{split}:{seed}").shuffle(rows)
+    if limit is not None:
+        rows = rows[:limit]
+    return [Example(_phrase(task, x, x, seed), y, ref) for x, y, ref in rows]
