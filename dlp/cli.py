@@ -1,50 +1,183 @@
-"""``python -m dlp``: route, generate, compare, bench, train and evaluate from the shell."""
+"""``python -m dlp``: route, generate, compare, bench, train and evaluate from the shell.
+
+Every command takes ``--manifest PATH``; ``--json`` prints one JSON object per line. Bad input
+prints one line saying what is wrong and what to do, and exits with code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import sys
+from pathlib import Path
 
 from .errors import DLPError
 
 
-def cmd_train_adapter(args) -> int:
-    from pathlib import Path
+def _emit(args, obj: dict, text: str) -> None:
+    print(json.dumps(obj, ensure_ascii=False) if args.json else text, flush=True)
 
+
+def _options(args, engine):
+    from .generation import GenerationOptions
+
+    d = engine.manifest.defaults
+    return GenerationOptions(
+        max_new_tokens=d.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
+        temperature=d.temperature if args.temperature is None else args.temperature,
+        seed=args.seed,
+    )
+
+
+def cmd_route(args) -> int:
+    from .engine import Routing
+    from .manifest import load_manifest
+
+    routing = Routing.from_manifest(load_manifest(args.manifest))
+    for prompt in args.prompt:
+        r = routing.route(prompt, args.top_p, args.top_k, args.weighting)
+        probs = "  ".join(f"{n} {p:.3f}" for n, p in sorted(r.probs.items(), key=lambda kv: -kv[1]))
+        sel = " + ".join(f"{n} x {w:.2f}" for n, w in r.selected.items())
+        _emit(args, r.as_dict(), f"{prompt[:60]!r}\n  probs: {probs}\n  fused: {sel}   ({r.router_ms:.2f} ms)")
+    return 0
+
+
+def _load_engine(args):
+    from .engine import Engine
+    from .manifest import load_manifest
+
+    return Engine(load_manifest(args.manifest))
+
+
+def cmd_generate(args) -> int:
+    engine = _load_engine(args)
+    update = engine.generate(args.prompt, args.mode, _options(args, engine), args.top_p, args.top_k)
+    col = update.as_dict()["columns"][0]
+    _emit(args, {"mode": args.mode, "text": col["text"], "route": update.as_dict()["route"], "timing": col["timing"]},
+          f"{col['text']}\n\n[{args.mode}] {_timing_line(col['timing'])}")
+    return 0
+
+
+def _timing_line(t: dict) -> str:
+    return (f"router {t['router_ms']:.1f} ms, set-up {t['setup_ms']:.1f} ms, first token {t['ttft_ms']:.0f} ms, "
+            f"{t['tokens']} tokens at {t['tokens_per_s']:.1f} tok/s, total {t['total_ms']:.0f} ms")
+
+
+def cmd_compare(args) -> int:
+    engine = _load_engine(args)
+    last = None
+    for last in engine.compare(args.prompt, args.top_p, args.top_k, args.singles, _options(args, engine),
+                               args.weighting, every=10_000):
+        pass
+    out = last.as_dict()
+    if args.json:
+        _emit(args, out, "")
+        return 0
+    print("router:", "  ".join(f"{n} {p:.3f}" for n, p in sorted(out["route"]["probs"].items(), key=lambda kv: -kv[1])))
+    for col in out["columns"]:
+        print(f"\n=== {col['label']} ===\n{col['text']}\n[{_timing_line(col['timing'])}]")
+    return 0
+
+
+def cmd_train_adapter(args) -> int:
     from .base_model import load_base, pick_device
     from .manifest import load_manifest
     from .tasks import TASKS
     from .training import train_adapter
 
     manifest = load_manifest(args.manifest)
-    tasks = TASKS if args.task == "all" else [args.task]
+    tasks = list(TASKS) if args.task == "all" else [args.task]
     for task in tasks:
         if task not in TASKS:
             raise DLPError(f"Unknown task '{task}'. Available: {', '.join(TASKS)}, all")
-    device, dtype = pick_device("cpu" if args.cpu else None)
-    base = load_base(manifest.base_sources, device, dtype)
+    base = load_base(manifest.base_sources, *pick_device("cpu" if args.cpu else None))
     for task in tasks:
         info = train_adapter(base.model, base.tokenizer, task, Path(args.out) / task)
-        print(f"{task}: final loss {info['final_loss']:.3f} in {info['train_seconds']} s -> {Path(args.out) / task}")
+        _emit(args, info, f"{task}: final loss {info['final_loss']:.3f} in {info['train_seconds']} s "
+                          f"-> {Path(args.out) / task}")
     return 0
 
 
+def cmd_train_router(args) -> int:
+    from .router_training import run
+
+    return run(args)
+
+
+def cmd_bench(args) -> int:
+    from .bench import run
+
+    result = run(args.manifest, max_new_tokens=args.tokens, repeats=args.repeats, cold=not args.no_cold)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dlp", description=__doc__)
-    parser.add_argument("--manifest", default=None, help="adapters_manifest.json to use")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--manifest", default=None, help="adapters_manifest.json to use (default: the repo's)")
+    common.add_argument("--json", action="store_true", help="print one JSON object per line")
+    routing = argparse.ArgumentParser(add_help=False)
+    routing.add_argument("--top-p", type=float, default=None, help="keep adapters until their probability sum reaches P")
+    routing.add_argument("--top-k", type=int, default=None, help="keep at most K adapters (0 = no cap)")
+    routing.add_argument("--weighting", choices=("renorm", "softmax"), default="renorm",
+                         help="renorm: kept probabilities / their sum (paper); softmax: the original repo's code")
+    gen = argparse.ArgumentParser(add_help=False)
+    gen.add_argument("--max-new-tokens", type=int, default=None)
+    gen.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
+    gen.add_argument("--seed", type=int, default=0)
+
+    parser = argparse.ArgumentParser(prog="python -m dlp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train-adapter", help="train one task adapter (or all) on ../shared/datasets")
-    p.add_argument("--task", required=True)
+    p = sub.add_parser("route", parents=[common, routing], help="router probabilities and fusion weights (no LM)")
+    p.add_argument("prompt", nargs="+")
+    p.set_defaults(func=cmd_route)
+    p = sub.add_parser("generate", parents=[common, routing, gen], help="one column: base, fused or adapter:NAME")
+    p.add_argument("--mode", default="fused", help="base | fused | adapter:NAME")
+    p.add_argument("prompt")
+    p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("compare", parents=[common, routing, gen], help="base | top single | fused, one batch")
+    p.add_argument("--singles", type=int, default=1, help="how many single-adapter columns")
+    p.add_argument("prompt")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("bench", parents=[common], help="speed and memory ratios, measured side by side")
+    p.add_argument("--tokens", type=int, default=64, help="tokens decoded per measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-cold", action="store_true", help="skip the ~25 s cold start (GGUF conversion)")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("train-adapter", parents=[common], help="train a task adapter on ../shared/datasets")
+    p.add_argument("--task", required=True, help="math, code, translate_fr, sentiment, science_qa, summarize or all")
     p.add_argument("--out", default="assets/adapters")
     p.add_argument("--cpu", action="store_true")
     p.set_defaults(func=cmd_train_adapter)
+    p = sub.add_parser("train-router", parents=[common], help="train the router on the tasks' prompts")
+    p.add_argument("--per-task", type=int, default=1200, help="training prompts per task and phrasing seed")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--out", default=None, help="folder (default: the manifest's router path)")
+    p.set_defaults(func=cmd_train_router)
+    p = sub.add_parser("eval", parents=[common], help="base / single / fused / uniform merge on held-out splits")
+    p.add_argument("--n", type=int, default=40, help="items per task (at most)")
+    p.add_argument("--tasks", default="all")
+    p.add_argument("--out", default="assets/eval")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except DLPError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130

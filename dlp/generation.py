@@ -28,6 +28,7 @@ class GenerationOptions:
     temperature: float = 0.0  # 0 = greedy
     seed: int = 0  # sampling seed (ignored when greedy)
     nucleus: float = 0.95  # sampling's own top-p over tokens (not the router's top-p)
+    min_new_tokens: int = 0  # the benchmark forces equal lengths with this
 
 
 @dataclass
@@ -150,6 +151,7 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
             with torch.inference_mode(), plan.applied():
                 model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=options.max_new_tokens,
+                    min_new_tokens=options.min_new_tokens or None,
                     do_sample=False, logits_processor=processors, streamer=streamer,
                     pad_token_id=tokenizer.pad_token_id, eos_token_id=list(eos_ids),
                     top_p=None, top_k=None, temperature=None,
