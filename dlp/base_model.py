@@ -43,6 +43,18 @@ class LoadedBase:
     from_cache: bool  # True when a cached GGUF conversion was reused
 
 
+def quiet_libraries() -> None:
+    """Keep the console to our own messages: no per-tensor progress bars or deprecation chatter."""
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
 def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
     """CUDA with bf16 where present, else CPU float32 (bf16 matmuls are slow on most CPUs)."""
     prefer = prefer or os.environ.get("DLP_DEVICE")

@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
+    from .base_model import quiet_libraries
+
+    quiet_libraries()
     try:
         return args.func(args)
     except DLPError as exc:

@@ -1,0 +1,133 @@
+"""``python -m dlp bench``: speed and memory as ratios measured side by side in one run.
+
+Every case decodes exactly the same number of tokens (``min_new_tokens = max_new_tokens``) from
+the same prompt; cases are interleaved and repeated, and the median is kept, so machine noise hits
+all of them alike. Start-up times run in fresh subprocesses, imports included, as a user sees them.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from .engine import Engine
+from .fusion import build_plan, fused_layers
+from .generation import GenerationOptions
+from .manifest import load_manifest
+
+_START = "import time; t=time.perf_counter(); from dlp.engine import Engine; Engine.from_manifest({path!r}); print(time.perf_counter()-t)"
+
+
+def _start_seconds(manifest_path: str, cache: str | None = None) -> float:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if cache:
+        env["DLP_CACHE"] = cache
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _START.format(path=manifest_path)], check=True, env=env,
+                   capture_output=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return time.perf_counter() - t
+
+
+def _time_case(engine: Engine, prompt: str, mixtures: list[dict], options: GenerationOptions) -> tuple[float, float]:
+    """(wall ms of the whole request, decode tokens/s of the first row)."""
+    from .engine import Column
+
+    columns = [Column(f"c{i}", "", m) for i, m in enumerate(mixtures)]
+    start = time.perf_counter()
+    last = None
+    for last in engine.stream(prompt, columns, options, every=10_000):
+        pass
+    return (time.perf_counter() - start) * 1000, last.state.timings[0].tokens_per_s
+
+
+def _peft_cat_setup_ms(engine: Engine, names: list[str]) -> float | None:
+    """PEFT's reference: building a weighted ``cat`` adapter per request, as a static-merge demo would."""
+    try:
+        import copy
+
+        from peft import PeftModel
+
+        from .fusion import FusedLoRALinear
+
+        model = copy.deepcopy(engine.model)
+        for name, module in list(model.named_modules()):  # unwrap our layers: PEFT wants plain Linear
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, FusedLoRALinear):
+                    setattr(module, child_name, child.base)
+        peft_model = PeftModel.from_pretrained(model, str(engine.adapters[names[0]].folder), adapter_name=names[0])
+        peft_model.load_adapter(str(engine.adapters[names[1]].folder), adapter_name=names[1])
+        times = []
+        for i in range(3):
+            t = time.perf_counter()
+            peft_model.add_weighted_adapter(names[:2], [0.6, 0.4], f"mix{i}", combination_type="cat")
+            times.append((time.perf_counter() - t) * 1000)
+        return statistics.median(times)
+    except Exception:  # noqa: BLE001 - a reference figure only
+        return None
+
+
+def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int = 3, cold: bool = True) -> dict:
+    manifest = load_manifest(manifest_path)
+    path = str(manifest.path)
+    result: dict = {}
+    if cold:
+        with tempfile.TemporaryDirectory() as cache:
+            result["cold_start_s"] = round(_start_seconds(path, cache), 2)
+    _start_seconds(path)  # make sure the shared cache exists before timing a warm start
+    result["warm_start_s"] = round(_start_seconds(path), 2)
+
+    engine = Engine(manifest)
+    prompts = [e for spec in manifest.adapters for e in spec.examples] or ["What is two plus three?"]
+    prompt = prompts[0]
+    route = engine.route(prompt)
+    ranked = sorted(route.probs, key=lambda n: -route.probs[n])
+    top, second = ranked[0], ranked[1 % len(ranked)]
+    fused = {top: 0.6, second: 0.4}  # always two adapters: the cost that fusion adds
+    cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused]}
+    options = GenerationOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
+    torch.set_num_threads(torch.get_num_threads())
+    for mixtures in cases.values():  # warm-up
+        _time_case(engine, prompt, mixtures, GenerationOptions(max_new_tokens=4, min_new_tokens=4))
+    walls: dict[str, list[float]] = {k: [] for k in cases}
+    rates: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for key, mixtures in cases.items():
+            ms, rate = _time_case(engine, prompt, mixtures, options)
+            walls[key].append(ms)
+            rates[key].append(rate)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+
+    router_ms = []
+    for i in range(200):
+        router_ms.append(engine.routing.probs(prompts[i % len(prompts)])[1])
+    layers = fused_layers(engine.model)
+    setup = []
+    for _ in range(20):
+        t = time.perf_counter()
+        build_plan(layers, cases["compare"], engine.device)
+        setup.append((time.perf_counter() - t) * 1000)
+
+    result.update({
+        "fused_over_single": round(med["fused"] / med["single"], 3),
+        "single_over_base": round(med["single"] / med["base"], 3),
+        "compare_over_single": round(med["compare"] / med["single"], 3),
+        "router_ms_p50": round(statistics.median(router_ms), 3),
+        "fusion_setup_ms": round(statistics.median(setup), 3),
+        "peft_cat_setup_ms": None,
+        "peak_rss_mb": None,
+        "decode_tok_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
+        "request_ms": {k: round(v, 1) for k, v in med.items()},
+        "tokens": max_new_tokens, "repeats": repeats, "adapters_fused": list(fused),
+        "device": str(engine.device), "threads": torch.get_num_threads(), "n_adapters": len(engine.names),
+    })
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # before PEFT's copy
+    peft_ms = _peft_cat_setup_ms(engine, [top, second])
+    result["peft_cat_setup_ms"] = round(peft_ms, 1) if peft_ms is not None else None
+    return result

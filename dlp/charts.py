@@ -1,0 +1,71 @@
+"""Plotly figures from plain results (dicts and dataclasses); no gradio import, no model access."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+_FONT = dict(family="Inter, system-ui, sans-serif", size=13)
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=_FONT,
+                      margin=dict(l=10, r=10, t=48, b=10), plot_bgcolor="white", paper_bgcolor="white",
+                      legend=dict(orientation="h", y=-0.18))
+    return fig
+
+
+def router_chart(probs: dict[str, float], selected: dict[str, float], colors: dict[str, str],
+                 top_p: float) -> go.Figure:
+    """Sorted probabilities in each adapter's colour; kept adapters solid and labelled with their
+    fusion weight, the rest faded; the cumulative line shows where the top-p cut falls."""
+    names = sorted(probs, key=lambda n: -probs[n])
+    values = [probs[n] for n in names]
+    cumulative = [sum(values[: i + 1]) for i in range(len(values))]
+    fig = go.Figure()
+    fig.add_bar(
+        x=names, y=values, name="router probability",
+        marker=dict(color=[colors.get(n, "#888888") for n in names],
+                    opacity=[1.0 if n in selected else 0.28 for n in names],
+                    line=dict(color=["#111" if n in selected else "rgba(0,0,0,0)" for n in names], width=2)),
+        text=[f"p={probs[n]:.2f}<br><b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
+        textposition="outside", cliponaxis=False,
+        hovertemplate="%{x}: p=%{y:.3f}<extra></extra>",
+    )
+    fig.add_scatter(x=names, y=cumulative, mode="lines+markers", name="cumulative p",
+                    line=dict(color="#555", dash="dot"), hovertemplate="cumulative %{y:.3f}<extra></extra>")
+    fig.add_hline(y=top_p, line=dict(color="#c0392b", dash="dash"),
+                  annotation_text=f"top-p = {top_p:.2f}", annotation_position="top left")
+    fig.update_yaxes(range=[0, 1.12], title="probability", gridcolor="#eee")
+    kept = ", ".join(selected) or "none"
+    return _layout(fig, f"Router: kept {len(selected)} of {len(names)} ({kept})", 340)
+
+
+def timing_chart(columns: list[dict]) -> go.Figure:
+    """Stacked horizontal bars per column: router, fusion set-up, prefill, decode (ms)."""
+    labels = [c["label"] if len(c["label"]) <= 28 else c["label"][:27] + "…" for c in columns]
+    parts = [("router_ms", "router", "#9467bd"), ("setup_ms", "fusion set-up", "#e377c2"),
+             ("prefill_ms", "prefill", "#ff7f0e"), ("decode_ms", "decode", "#1f77b4")]
+    fig = go.Figure()
+    for key, name, color in parts:
+        fig.add_bar(y=labels, x=[c["timing"].get(key, 0.0) for c in columns], name=name, orientation="h",
+                    marker_color=color, hovertemplate=f"{name}: %{{x:.1f}} ms<extra></extra>")
+    fig.update_layout(barmode="stack")
+    fig.update_xaxes(title="milliseconds", gridcolor="#eee")
+    fig.update_yaxes(autorange="reversed")
+    rates = {c["key"]: c["timing"]["tokens_per_s"] for c in columns}
+    single = next((v for k, v in rates.items() if k.startswith("single:")), 0)
+    ratio = f" · fused decode at {rates.get('fused', 0) / single:.2f}x the single adapter's speed" if single else ""
+    return _layout(fig, f"Where the time goes{ratio}", 260)
+
+
+def results_chart(results: dict) -> go.Figure:
+    """Grouped bars per task: base, single (oracle), fused (DLP), uniform merge."""
+    tasks = list(results.get("tasks", {}))
+    fig = go.Figure()
+    for key, name, color in [("base", "base", "#bbbbbb"), ("single", "single adapter (oracle)", "#2ca02c"),
+                             ("fused", "DLP fused", "#1f77b4"), ("uniform_merge", "uniform merge", "#ff7f0e")]:
+        fig.add_bar(x=tasks, y=[results["tasks"][t].get(key) for t in tasks], name=name, marker_color=color,
+                    hovertemplate=f"{name}: %{{y:.3f}}<extra></extra>")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1], title="score (0-1)", gridcolor="#eee")
+    return _layout(fig, "Held-out scores per task", 360)

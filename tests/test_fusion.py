@@ -1,0 +1,120 @@
+"""The fused layer against a hand-computed reference and against PEFT itself."""
+
+import copy
+import threading
+
+import pytest
+import torch
+
+import tiny
+from dlp.adapters import read_adapter
+from dlp.fusion import FusedLoRALinear, LoRAWeights, build_plan, fused_layers, wrap_linear_layers
+
+
+def test_layer_matches_formula_per_row():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(16, 12)
+    layer = FusedLoRALinear(base, "x")
+    pairs = {n: LoRAWeights(torch.randn(r, 16), torch.randn(12, r), s) for n, r, s in [("a", 4, 2.0), ("b", 2, 0.5)]}
+    layer.loras.update(pairs)
+    mixtures = [{}, {"a": 1.0}, {"a": 0.7, "b": 0.3}]
+    x = torch.randn(3, 5, 16)  # (rows, T, in)
+    with build_plan({"x": layer}, mixtures).applied():
+        y = layer(x)
+    for row, mix in enumerate(mixtures):
+        ref = base(x[row])
+        for n, w in mix.items():
+            p = pairs[n]
+            ref = ref + w * p.scale * (x[row] @ p.A.T @ p.B.T)  # W x + sum_i w_i scale_i B_i A_i x
+        torch.testing.assert_close(y[row], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_no_plan_is_the_base_layer():
+    base = torch.nn.Linear(8, 8)
+    layer = FusedLoRALinear(base, "x")
+    layer.loras["a"] = LoRAWeights(torch.randn(2, 8), torch.randn(8, 2), 1.0)
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(layer(x), base(x))
+
+
+@pytest.fixture(scope="module")
+def tiny_parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion")
+    tok = tiny.make_tokenizer()
+    model = tiny.make_model(tok)
+    tiny.make_adapter(model, root / "a", seed=1, targets=("q_proj", "v_proj"), r=4, alpha=8)
+    tiny.make_adapter(model, root / "b", seed=2, targets=("q_proj", "o_proj", "down_proj"), r=2, alpha=4)
+    return tok, model, root
+
+
+def _fused_model(model, root):
+    fused = copy.deepcopy(model)
+    weights = {n: read_adapter(n, root / n, fused)[1] for n in ("a", "b")}
+    layers = wrap_linear_layers(fused, {k.rsplit(".", 1)[-1] for w in weights.values() for k in w})
+    for n, w in weights.items():
+        for key, pair in w.items():
+            layers[key].loras[n] = pair
+    return fused, layers
+
+
+def test_matches_peft_cat_combination(tiny_parts):
+    """Our weighted fusion equals PEFT's add_weighted_adapter(..., combination_type='cat'), which is exact."""
+    from peft import PeftModel
+
+    tok, model, root = tiny_parts
+    fused, layers = _fused_model(model, root)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(root / "a"), adapter_name="a")
+    peft_model.load_adapter(str(root / "b"), adapter_name="b")
+    peft_model.add_weighted_adapter(["a", "b"], [0.7, 0.3], "mix", combination_type="cat")
+    peft_model.set_adapter("mix")
+    ids = torch.tensor([[3, 7, 9, 11, 4, 20]])
+    with torch.no_grad(), build_plan(layers, [{"a": 0.7, "b": 0.3}]).applied():
+        ours = fused(ids).logits
+    with torch.no_grad():
+        ref = peft_model(ids).logits
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        assert not torch.allclose(ours, model(ids).logits, atol=1e-3)  # the adapters really do something
+
+
+def test_mixed_batch_equals_separate_runs(tiny_parts):
+    tok, model, root = tiny_parts
+    fused, layers = _fused_model(model, root)
+    ids = torch.tensor([[3, 7, 9, 11, 4, 20]])
+    mixtures = [{}, {"a": 1.0}, {"b": 1.0}, {"a": 0.4, "b": 0.6}]
+    with torch.no_grad(), build_plan(layers, mixtures).applied():
+        batched = fused(ids.repeat(4, 1)).logits
+    for row, mix in enumerate(mixtures):
+        with torch.no_grad(), build_plan(layers, [mix]).applied():
+            alone = fused(ids).logits
+        torch.testing.assert_close(batched[row], alone[0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(batched[0], model(ids).logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_plans_do_not_leak_between_threads(tiny_parts):
+    """Two threads with different mixtures at once each see only their own plan."""
+    tok, model, root = tiny_parts
+    fused, layers = _fused_model(model, root)
+    ids = torch.tensor([[3, 7, 9, 11]])
+    expected = {}
+    for name in ("a", "b"):
+        with torch.no_grad(), build_plan(layers, [{name: 1.0}]).applied():
+            expected[name] = fused(ids).logits
+    errors = []
+    barrier = threading.Barrier(2)
+
+    def work(name):
+        plan = build_plan(layers, [{name: 1.0}])
+        barrier.wait()
+        for _ in range(20):
+            with torch.no_grad(), plan.applied():
+                out = fused(ids).logits
+            if not torch.allclose(out, expected[name], atol=1e-5):
+                errors.append(name)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    assert set(fused_layers(fused)) == set(layers)
