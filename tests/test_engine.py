@@ -1,0 +1,150 @@
+"""The engine on a tiny random Llama: routing, side-by-side generation, batching, errors."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import tiny
+from dlp.engine import Column, Engine
+from dlp.errors import DLPError
+from dlp.generation import GenerationOptions
+from dlp.manifest import load_manifest
+
+PROMPT = "what is the sum of two and three apples"
+
+
+def test_route_probabilities_and_selection(tiny_engine):
+    r = tiny_engine.route(PROMPT, top_p=0.6)
+    assert set(r.probs) == set(tiny.NAMES)
+    assert sum(r.probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(r.selected.values()) == pytest.approx(1.0)
+    kept = sorted(r.probs, key=lambda n: -r.probs[n])[: len(r.selected)]
+    assert list(r.selected) == kept
+    assert sum(r.probs[n] for n in kept) >= 0.6 - 1e-6
+    assert r.router_ms >= 0
+
+
+def test_compare_columns_and_timings(tiny_engine):
+    updates = list(tiny_engine.compare(PROMPT, top_p=0.9, n_single=2, options=GenerationOptions(max_new_tokens=6)))
+    last = updates[-1].as_dict()
+    assert len(updates) > 2, "columns should stream"
+    assert [c["key"] for c in last["columns"]][0] == "base"
+    assert [c["key"] for c in last["columns"]][-1] == "fused"
+    assert len(last["columns"]) == 4
+    for col in last["columns"]:
+        t = col["timing"]
+        assert 0 < t["tokens"] <= 6 and t["total_ms"] > 0 and t["ttft_ms"] > 0
+        assert {"router_ms", "setup_ms", "prefill_ms", "tokens_per_s"} <= set(t)
+    assert last["columns"][0]["timing"]["router_ms"] == 0.0
+
+
+def _alone(engine, prompt, mixture, n=8):
+    return engine.generate(prompt, "base", GenerationOptions(max_new_tokens=n)) if not mixture else \
+        list(engine.stream(prompt, [Column("x", "x", mixture)], GenerationOptions(max_new_tokens=n)))[-1]
+
+
+def test_batched_rows_equal_separate_runs(tiny_engine):
+    mixtures = [{}, {"alpha": 1.0}, {"gamma": 1.0}, {"alpha": 0.5, "beta": 0.25, "gamma": 0.25}]
+    columns = [Column(str(i), str(i), m) for i, m in enumerate(mixtures)]
+    batched = list(tiny_engine.stream(PROMPT, columns, GenerationOptions(max_new_tokens=8)))[-1]
+    for i, m in enumerate(mixtures):
+        alone = _alone(tiny_engine, PROMPT, m)
+        assert batched.state.token_ids[i] == alone.state.token_ids[0], f"row {i} {m}"
+    assert len({tuple(t) for t in batched.state.token_ids}) > 1, "adapters should change the output"
+
+
+def test_different_prompts_in_one_batch(tiny_engine):
+    prompts = ["what is two", "translate the food review please it was good"]
+    cols = [Column("a", "a", {"alpha": 1.0}), Column("b", "b", {"beta": 1.0})]
+    batched = list(tiny_engine.stream(prompts, cols, GenerationOptions(max_new_tokens=6)))[-1]
+    for i, (p, c) in enumerate(zip(prompts, cols)):
+        assert batched.state.token_ids[i] == _alone(tiny_engine, p, c.mixture, 6).state.token_ids[0]
+
+
+def test_seeded_sampling_is_reproducible(tiny_engine):
+    opts = GenerationOptions(max_new_tokens=8, temperature=1.0, seed=5)
+    a = tiny_engine.generate(PROMPT, "adapter:alpha", opts).state.token_ids
+    b = tiny_engine.generate(PROMPT, "adapter:alpha", opts).state.token_ids
+    c = tiny_engine.generate(PROMPT, "adapter:alpha", GenerationOptions(max_new_tokens=8, temperature=1.0, seed=6)).state.token_ids
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda e: e.route("   "), "empty"),
+    (lambda e: e.route("hi", top_p=0), "top-p"),
+    (lambda e: e.route("hi", top_p=1.5), "top-p"),
+    (lambda e: e.route("hi", top_k=-2), "top-k"),
+    (lambda e: e.generate("hi", "adapter:nope"), "Unknown adapter 'nope'. Available: alpha, beta, gamma"),
+    (lambda e: e.generate("hi", "sideways"), "Unknown mode"),
+    (lambda e: e.generate("hi", "base", GenerationOptions(max_new_tokens=0)), "max new tokens"),
+    (lambda e: e.generate("hi", "base", GenerationOptions(max_new_tokens=5000)), "max new tokens"),
+    (lambda e: e.generate("hi", "base", GenerationOptions(temperature=-1)), "temperature"),
+    (lambda e: e.generate("two " * 200, "base"), "limit is 64"),
+    (lambda e: list(e.compare("hi", n_single=9)), "single-adapter columns"),
+])
+def test_bad_input_is_refused_and_engine_stays_usable(tiny_engine, call, match):
+    with pytest.raises(DLPError, match=match):
+        call(tiny_engine)
+    assert tiny_engine.generate("what is two", "fused", GenerationOptions(max_new_tokens=2)).state.finished
+
+
+def test_add_and_remove_adapters_one_at_a_time(tiny_manifest, tmp_path):
+    engine = Engine(load_manifest(tiny_manifest))
+    before = _alone(engine, PROMPT, {"alpha": 1.0}).state.token_ids
+    engine.remove_adapter("beta")
+    assert engine.names == ["alpha", "gamma"]
+    assert set(engine.route(PROMPT, top_p=1.0).probs) == {"alpha", "gamma"}
+    with pytest.raises(DLPError, match="Unknown adapter 'beta'"):
+        engine.generate(PROMPT, "adapter:beta")
+    engine.add_adapter("beta", tiny_manifest.parent / "adapters" / "beta")
+    assert engine.names == ["alpha", "gamma", "beta"]
+    assert _alone(engine, PROMPT, {"alpha": 1.0}).state.token_ids == before
+    with pytest.raises(DLPError, match="already loaded"):
+        engine.add_adapter("beta", tiny_manifest.parent / "adapters" / "beta")
+
+
+def _manifest_with_adapter(tiny_manifest, tmp_path, folder):
+    data = json.loads(tiny_manifest.read_text())
+    data["base"]["sources"][0]["value"] = str(tiny_manifest.parent / "base")
+    data["router"]["path"] = str(tiny_manifest.parent / "router")
+    data["adapters"] = [{"name": "broken", "path": str(folder)}]
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    return load_manifest(path)
+
+
+def test_adapter_for_another_base_is_refused(tiny_manifest, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny.make_tokenizer()
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=40,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+    tiny.make_adapter(other, tmp_path / "wide", seed=3)
+    with pytest.raises(DLPError, match="trained for another base model"):
+        Engine(_manifest_with_adapter(tiny_manifest, tmp_path, tmp_path / "wide"))
+
+
+def test_adapter_with_unknown_module_is_refused(tiny_manifest, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "renamed"
+    shutil.copytree(tiny_manifest.parent / "adapters" / "alpha", folder)
+    state = load_file(folder / "adapter_model.safetensors")
+    save_file({k.replace("q_proj", "qkv_proj"): v for k, v in state.items()}, folder / "adapter_model.safetensors")
+    with pytest.raises(DLPError, match="does not have"):
+        Engine(_manifest_with_adapter(tiny_manifest, tmp_path, folder))
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda f: (f / "adapter_model.safetensors").unlink(), "missing"),
+    (lambda f: (f / "adapter_model.safetensors").write_bytes(b"not a safetensors file"), "corrupt"),
+    (lambda f: (f / "adapter_config.json").unlink(), "no adapter_config.json"),
+])
+def test_missing_or_corrupt_adapter_files(tiny_manifest, tmp_path, damage, match):
+    folder = tmp_path / "ad"
+    shutil.copytree(tiny_manifest.parent / "adapters" / "alpha", folder)
+    damage(folder)
+    with pytest.raises(DLPError, match=match):
+        Engine(_manifest_with_adapter(tiny_manifest, tmp_path, folder))

@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+import tiny
+from dlp.router import MiniMLPRouter, RouterConfig, confusion, load_router, save_router, train_router
+from dlp.errors import DLPError
+
+
+def test_train_save_load_roundtrip(tmp_path):
+    tok = tiny.make_tokenizer()
+    data = [("what is two plus three", 0), ("how many apples and five", 0), ("translate french love food", 1),
+            ("french translate the cat", 1), ("review good great movie", 2), ("bad terrible food review", 2)] * 20
+    router = train_router(tok, data, ["math", "fr", "sent"], epochs=15, batch_size=16, lr=5e-3, progress=False)
+    matrix = confusion(router, tok, data[:6])
+    assert matrix.diag().sum() == 6
+    save_router(router, tmp_path)
+    again = load_router(tmp_path)
+    prompts = [p for p, _ in data[:6]]
+    torch.testing.assert_close(router.probs(tok, prompts), again.probs(tok, prompts))
+    assert again.cfg.labels == ("math", "fr", "sent")
+
+
+def test_default_size_is_about_five_million():
+    router = MiniMLPRouter(RouterConfig(vocab_size=49152, labels=tuple("abcdef")))
+    assert 4.5e6 < sum(p.numel() for p in router.parameters()) < 5.5e6
+
+
+def test_missing_or_broken_router(tmp_path):
+    with pytest.raises(DLPError, match="No router"):
+        load_router(tmp_path)
+    (tmp_path / "router_config.json").write_text("{}")
+    (tmp_path / "router.safetensors").write_bytes(b"xx")
+    with pytest.raises(DLPError, match="cannot be loaded"):
+        load_router(tmp_path)
