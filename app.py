@@ -131,11 +131,12 @@ def build_demo(engine: Engine) -> gr.Blocks:
                     else:
                         boxes += ["", ""]
                 visible = [gr.Column(visible=i < len(singles)) for i in range(MAX_SINGLES)]
-                chart = router_chart(update.route.probs, update.route.selected, colors, update.route.top_p) \
-                    if first else gr.skip()
-                weights = _weights_html(update.route, colors) if first else gr.skip()
-                first = False
                 done = update.state.finished
+                show = first or done  # the chart on the first and the last update (API callers read the last)
+                chart = router_chart(update.route.probs, update.route.selected, colors, update.route.top_p) \
+                    if show else gr.skip()
+                weights = _weights_html(update.route, colors) if show else gr.skip()
+                first = False
                 yield [chart, weights, base["text"], _timing_line(base["timing"]), *boxes, *visible,
                        gr.Textbox(value=fused["text"], label=fused["label"]), _timing_line(fused["timing"]),
                        _timing_table(cols), timing_chart(cols) if done else gr.skip()]

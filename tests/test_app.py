@@ -1,0 +1,106 @@
+"""The launched app through gradio_client, as a remote caller sees it."""
+
+import concurrent.futures as cf
+import socket
+
+import pytest
+
+from dlp.engine import Engine
+from dlp.manifest import load_manifest
+
+PROMPTS = ["what is two and three", "translate the food review", "write python code for a sum", "the cat is good",
+           "how many apples", "summary of this paper please", "is the movie bad or great", "why is the sun light"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_manifest):
+    import app
+
+    engine = Engine(load_manifest(tiny_manifest))
+    demo = app.build_demo(engine)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def _compare(client, prompt, n_single=1, max_new_tokens=8):
+    return client.predict(prompt, 0.8, 0, "renorm", 0.0, max_new_tokens, 0, n_single, api_name="/compare")
+
+
+def _value(x):
+    return x["value"] if isinstance(x, dict) else x
+
+
+def _texts(result):
+    # API outputs: chart, weights, base, t_base, (single, t_single) x 3, fused, t_fused, table, timing chart
+    return _value(result[2]), _value(result[4]), _value(result[10])
+
+
+def test_compare_streams_three_columns(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    job = client.submit(PROMPTS[0], 0.8, 0, "renorm", 0.0, 8, 0, 1, api_name="/compare")
+    updates = list(job)
+    assert len(updates) >= 2, "outputs should stream"
+    base, single, fused = _texts(job.result())
+    assert base and single and fused
+    result = job.result()
+    assert "tok/s" in result[3] and "router ms" in result[12]
+    assert result[0]["type"] == "plotly" and result[13]["type"] == "plotly"
+
+
+def test_route_endpoint(app_url):
+    from gradio_client import Client
+
+    chart, weights = Client(app_url, verbose=False).predict(PROMPTS[1], 0.5, 0, "renorm", api_name="/route")
+    assert chart is not None and "Fusion weights" in weights
+
+
+def test_bad_input_is_a_message_not_a_trace(app_url):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(app_url, verbose=False)
+    with pytest.raises(AppError, match="prompt is empty"):
+        _compare(client, "   ")
+    with pytest.raises(AppError, match="limit is 64"):
+        _compare(client, "two " * 300)
+    with pytest.raises(AppError, match="max new tokens"):
+        _compare(client, PROMPTS[0], max_new_tokens=0)
+    assert _texts(_compare(client, PROMPTS[0]))[0], "the app keeps working after bad input"
+
+
+def test_eight_concurrent_sessions_match_serial_results(app_url):
+    from gradio_client import Client
+
+    serial = [_texts(_compare(Client(app_url, verbose=False), p)) for p in PROMPTS]
+
+    def one(prompt):
+        return _texts(_compare(Client(app_url, verbose=False), prompt))
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(one, PROMPTS))
+    assert concurrent == serial
+    assert len(set(serial)) > 1
+
+
+def test_manual_mix(app_url):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(app_url, verbose=False)
+    base, _, mixed, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0.5, 0.0, 0.5, api_name="/manual")
+    assert base and mixed
+    with pytest.raises(AppError, match="All weights are 0"):
+        client.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, api_name="/manual")
