@@ -74,6 +74,13 @@ def _timing_table(columns: list[dict]) -> str:
         f"{c['timing']['tokens_per_s']:.1f} | {c['timing']['tokens']} | {c['timing']['total_ms']:.0f} |" for c in columns)
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def _user_error(exc: Exception) -> gr.Error:
     if isinstance(exc, DLPError):
         return gr.Error(str(exc))
@@ -100,6 +107,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
     names = engine.names
     colors = {a.name: a.color for a in manifest.adapters}
     d = manifest.defaults
+    bench = _read_json(RESULTS / "bench.json")
+    bench_ratio = bench.get("fused_over_single")
     examples = [ex for a in manifest.adapters for ex in a.examples[:1]] + list(manifest.mixed_examples)
 
     # ---- handlers (thin: validate, call the engine, shape outputs) -------------------------------------
@@ -139,7 +148,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                 first = False
                 yield [chart, weights, base["text"], _timing_line(base["timing"]), *boxes, *visible,
                        gr.Textbox(value=fused["text"], label=fused["label"]), _timing_line(fused["timing"]),
-                       _timing_table(cols), timing_chart(cols) if done else gr.skip()]
+                       _timing_table(cols), timing_chart(cols, bench_ratio) if done else gr.skip()]
         except Exception as exc:  # noqa: BLE001
             raise _user_error(exc) from None
 
@@ -184,7 +193,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                         route_btn = gr.Button("Route only", elem_id="route")
                     gr.Examples(examples=[[e] for e in examples], inputs=[prompt], label="Examples (one per adapter, then mixed)")
                 with gr.Column(scale=2):
-                    with gr.Accordion("Advanced", open=False):
+                    with gr.Accordion("Advanced", open=True):
                         top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
                         top_k = gr.Number(value=d.top_k, precision=0, minimum=0, maximum=len(names),
                                           label="top-k (0 = no cap)")

@@ -144,6 +144,8 @@ class Engine:
         router = load_router(manifest.router_path) if (with_router and manifest.router_path
                                                         and manifest.router_path.exists()) else None
         self.routing = Routing(self.tokenizer, router, self.names, manifest.defaults)
+        if router is not None:
+            self.routing.probs("warm-up")  # the first call pays one-off allocation; keep it out of visitors' timings
         self.load_seconds = time.perf_counter() - started
 
     @classmethod

@@ -1,0 +1,74 @@
+"""A visitor in a real browser: type a prompt, click Run, see the chart, three columns and timings.
+
+Drives Debian's chromium with Playwright (no browser download). Skipped, with the reason, where no
+chromium is installed (``scripts/setup.sh --test`` installs it).
+"""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+SHOT = Path(os.environ.get("DLP_SCREENSHOT_DIR", Path(__file__).resolve().parent.parent / "runs"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page_url(tiny_manifest):
+    import app
+    from dlp.engine import Engine
+    from dlp.manifest import load_manifest
+
+    demo = app.build_demo(Engine(load_manifest(tiny_manifest)))
+    demo.queue(default_concurrency_limit=2)
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
+def test_type_run_and_see_everything(page_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(page_url, wait_until="networkidle")
+            page.locator("#prompt textarea").fill("what is the sum of two and three apples")
+            page.locator("#run").click()
+            for box in ("#out-base", "#out-single", "#out-fused"):
+                expect(page.locator(f"{box} textarea")).not_to_have_value("", timeout=30_000)
+            expect(page.locator("#router-chart .js-plotly-plot")).to_be_visible(timeout=30_000)
+            expect(page.locator("#timing")).to_contain_text("decode tok/s", timeout=30_000)
+            expect(page.locator("#timing .js-plotly-plot")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("tok/s ·").first).to_be_visible()
+            SHOT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOT / "browser_compare.png"), full_page=True)
+
+            # Bad input: a message in the page, and the earlier outputs stay.
+            fused_before = page.locator("#out-fused textarea").input_value()
+            page.locator("#prompt textarea").fill("   ")
+            page.locator("#run").click()
+            expect(page.get_by_text("The prompt is empty").first).to_be_visible(timeout=15_000)
+            assert page.locator("#out-fused textarea").input_value() == fused_before
+            page.screenshot(path=str(SHOT / "browser_error.png"), full_page=False)
+        finally:
+            browser.close()
