@@ -6,7 +6,7 @@ from dlp.metrics import code_score, extract_code, score
 def test_math_exact_match():
     assert score("math", "She has 3 + 4 = 7 apples.\n#### 7", {"answer": "7"}) == 1.0
     assert score("math", "#### 1,250", {"answer": "1250"}) == 1.0
-    assert score("math", "The answer is 8, not 7", {"answer": "7"}) == 0.0
+    assert score("math", "It is 7 and then 8", {"answer": "7"}) == 0.0  # the last number counts
     assert score("math", "so 12 apples", {"answer": "12"}) == 1.0  # no '####': the last number
 
 
