@@ -111,6 +111,9 @@ def cmd_bench(args) -> int:
 
     result = run(args.manifest, max_new_tokens=args.tokens, repeats=args.repeats, cold=not args.no_cold)
     print(json.dumps(result))
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(result, indent=1))
     return 0
 
 
@@ -151,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=64, help="tokens decoded per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cold", action="store_true", help="skip the ~25 s cold start (GGUF conversion)")
+    p.add_argument("--save", default=None, help="also write the JSON here (the app shows assets/eval/bench.json)")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("train-adapter", parents=[common], help="train a task adapter on ../shared/datasets")
     p.add_argument("--task", required=True, help="math, code, translate_fr, sentiment, science_qa, summarize or all")

