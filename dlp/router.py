@@ -26,13 +26,17 @@ class RouterConfig:
     embed_dim: int = 96  # 49,152 x 96 = 4.7M of the ~5M parameters
     hidden: int = 384  # MLP width
     max_tokens: int = 512  # prompt tokens the router reads (the head of the prompt)
+    pooling: str = "mean"  # "mean", or "weighted": a learned importance per token ("Python", "French")
 
 
 class MiniMLPRouter(nn.Module):
     def __init__(self, cfg: RouterConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.EmbeddingBag(cfg.vocab_size, cfg.embed_dim, mode="mean")
+        self.embed = nn.EmbeddingBag(cfg.vocab_size, cfg.embed_dim, mode="sum" if cfg.pooling == "weighted" else "mean")
+        if cfg.pooling == "weighted":
+            self.token_score = nn.Embedding(cfg.vocab_size, 1)
+            nn.init.zeros_(self.token_score.weight)  # starts as mean pooling
         self.mlp = nn.Sequential(
             nn.LayerNorm(cfg.embed_dim),
             nn.Linear(cfg.embed_dim, cfg.hidden),
@@ -45,7 +49,14 @@ class MiniMLPRouter(nn.Module):
 
     def forward(self, flat_ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Logits (batch, n_adapters) from concatenated prompt ids and their start offsets."""
-        return self.mlp(self.embed(flat_ids, offsets))  # (B, D) -> (B, N)
+        if self.cfg.pooling != "weighted":
+            return self.mlp(self.embed(flat_ids, offsets))  # (B, D) -> (B, N)
+        w = self.token_score(flat_ids).squeeze(-1).clamp(-8, 8).exp()  # (tokens,) importance of each token
+        lengths = torch.diff(offsets, append=torch.tensor([flat_ids.numel()], device=offsets.device))
+        bag = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)  # (tokens,)
+        total = torch.zeros(len(offsets), dtype=w.dtype, device=w.device).index_add_(0, bag, w)  # (B,)
+        pooled = self.embed(flat_ids, offsets, per_sample_weights=w) / total[:, None]  # (B, D) weighted mean
+        return self.mlp(pooled)
 
     def ids(self, tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [tokenizer(p, add_special_tokens=False)["input_ids"][: self.cfg.max_tokens] or [0] for p in prompts]
@@ -89,13 +100,15 @@ def load_router(folder: Path) -> MiniMLPRouter:
 
 
 def train_router(tokenizer, train: list[tuple[str, int]], labels: list[str], epochs: int = 4,
-                 batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> MiniMLPRouter:
-    """Cross-entropy on (prompt, label index) pairs; a few epochs take seconds on a CPU."""
+                 batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
+                 pooling: str = "weighted", token_dropout: float = 0.15, **sizes) -> MiniMLPRouter:
+    """Cross-entropy on (prompt, label index) pairs. Dropping random tokens during training keeps the
+    router from leaning on one give-away token of the training templates."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels)))
+    router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels), pooling=pooling, **sizes))
     opt = torch.optim.AdamW(router.parameters(), lr=lr, weight_decay=0.01)
     encoded = [(router.ids(tokenizer, [p]), y) for p, y in train]
     steps = epochs * ((len(encoded) + batch_size - 1) // batch_size)
@@ -106,8 +119,10 @@ def train_router(tokenizer, train: list[tuple[str, int]], labels: list[str], epo
         rng.shuffle(encoded)
         for k in range(0, len(encoded), batch_size):
             chunk = encoded[k : k + batch_size]
-            flat = torch.cat([ids for (ids, _), _ in chunk])
-            offsets = torch.tensor([0] + [len(ids) for (ids, _), _ in chunk[:-1]]).cumsum(0)
+            rows = [ids[torch.rand(len(ids)) >= token_dropout] for (ids, _), _ in chunk]
+            rows = [r if len(r) else ids[:1] for r, ((ids, _), _) in zip(rows, chunk)]
+            flat = torch.cat(rows)
+            offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
             y = torch.tensor([label for _, label in chunk])
             loss = nn.functional.cross_entropy(router(flat, offsets), y, label_smoothing=0.05)
             opt.zero_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -20,9 +21,19 @@ def router_data(labels: list[str], per_task: int) -> tuple[list[tuple[str, int]]
     train, held = [], []
     for y, task in enumerate(labels):
         for seed in (0, 1, 2):  # three phrasing draws of the same items
-            train += [(ex.prompt, y) for ex in load_examples(task, "train", limit=per_task, seed=seed)]
-        held += [(ex.prompt, y) for ex in load_examples(task, "test", limit=300, seed=HELD_OUT_SEED)]
+            train += [(p, y) for ex in load_examples(task, "train", limit=per_task, seed=seed) for p in views(ex.prompt)]
+        held += [(p, y) for ex in load_examples(task, "test", limit=300, seed=HELD_OUT_SEED) for p in views(ex.prompt)]
     return train, held
+
+
+_TEST_CLAUSE = re.compile(r"\s*It should pass this test: .*$", re.S)
+
+
+def views(prompt: str) -> list[str]:
+    """The prompt, plus the same request without MBPP's test clause: people ask for code without an
+    assert, and a router that learned to key on 'assert' misses them."""
+    bare = _TEST_CLAUSE.sub("", prompt)
+    return [prompt, bare] if bare != prompt and bare.strip() else [prompt]
 
 
 def run(args) -> int:
@@ -48,7 +59,7 @@ def run(args) -> int:
     (out / "README.md").write_text(
         f"""# DLP router (mini-MLP) for {', '.join(labels)}
 
-- **Model**: mean-pooled token embeddings ({router.cfg.embed_dim}-d over the base tokenizer's {router.cfg.vocab_size} ids)
+- **Model**: token embeddings pooled by a learned per-token weight ({router.cfg.embed_dim}-d over the base tokenizer's {router.cfg.vocab_size} ids)
   -> LayerNorm -> 2 x {router.cfg.hidden}-unit GELU MLP -> softmax over {len(labels)} adapters; {n_params / 1e6:.2f}M parameters.
 - **Training data**: prompts from the adapters' training splits, 3 phrasing draws each ({len(train)} prompts), {args.epochs} epochs,
   {seconds:.0f} s on the CPU. Sources and licenses: GSM8K (MIT), MBPP (CC BY 4.0), Tatoeba EN-FR (CC BY 2.0 FR,

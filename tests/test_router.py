@@ -10,7 +10,8 @@ def test_train_save_load_roundtrip(tmp_path):
     tok = tiny.make_tokenizer()
     data = [("what is two plus three", 0), ("how many apples and five", 0), ("translate french love food", 1),
             ("french translate the cat", 1), ("review good great movie", 2), ("bad terrible food review", 2)] * 20
-    router = train_router(tok, data, ["math", "fr", "sent"], epochs=15, batch_size=16, lr=5e-3, progress=False)
+    router = train_router(tok, data, ["math", "fr", "sent"], epochs=15, batch_size=16, lr=5e-3, progress=False,
+                          embed_dim=16, hidden=32)
     matrix = confusion(router, tok, data[:6])
     assert matrix.diag().sum() == 6
     save_router(router, tmp_path)
@@ -18,6 +19,20 @@ def test_train_save_load_roundtrip(tmp_path):
     prompts = [p for p, _ in data[:6]]
     torch.testing.assert_close(router.probs(tok, prompts), again.probs(tok, prompts))
     assert again.cfg.labels == ("math", "fr", "sent")
+
+
+def test_weighted_pooling_is_a_weighted_mean():
+    tok = tiny.make_tokenizer()
+    router = MiniMLPRouter(RouterConfig(vocab_size=len(tok), labels=("a", "b"), embed_dim=4, hidden=8,
+                                        pooling="weighted")).eval()
+    with torch.no_grad():
+        router.token_score.weight.normal_()
+    ids, offsets = torch.tensor([5, 9, 12, 7]), torch.tensor([0, 3])
+    w = router.token_score.weight[ids, 0].exp()
+    e = router.embed.weight[ids]
+    first = (w[:3, None] * e[:3]).sum(0) / w[:3].sum()
+    torch.testing.assert_close(router(ids, offsets)[0], router.mlp(first))
+    torch.testing.assert_close(router(ids, offsets)[1], router.mlp(e[3]))
 
 
 def test_default_size_is_about_five_million():

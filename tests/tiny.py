@@ -65,7 +65,10 @@ def make_router(tokenizer, folder: Path, labels=NAMES, seed: int = 0) -> None:
     from dlp.router import MiniMLPRouter, RouterConfig, save_router
 
     torch.manual_seed(seed)
-    router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels), embed_dim=8, hidden=16))
+    router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels), embed_dim=8, hidden=16,
+                                        pooling="weighted"))
+    with torch.no_grad():
+        router.token_score.weight.normal_(0, 1.0)  # exercise the weighted pooling, not the mean
     save_router(router, folder)
 
 
