@@ -94,6 +94,16 @@ def markdown_table(results: dict) -> str:
             f"Top-p {results['top_p']}. {results['note']}\n")
 
 
+def _update_card(card: Path, row: dict) -> None:
+    """Put the measured score on the adapter card's Metric line."""
+    if not card.is_file():
+        return
+    line = (f"- **Metric**: {row['metric']} on {row['n']} held-out items: **{row['single']:.3f}** with this adapter "
+            f"vs {row['base']:.3f} for the base model (`assets/eval/results.md`)")
+    text = card.read_text(encoding="utf-8").splitlines()
+    card.write_text("\n".join(line if l.startswith("- **Metric**") else l for l in text) + "\n", encoding="utf-8")
+
+
 def run(args) -> int:
     from .engine import Engine
     from .manifest import load_manifest
@@ -128,5 +138,8 @@ def run(args) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False))
     (out / "results.md").write_text(markdown_table(results))
+    for task, row in results["tasks"].items():
+        if task in engine.adapters:
+            _update_card(engine.adapters[task].folder / "README.md", row)
     print(markdown_table(results))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .tasks import Example, load_examples
+from .tasks import TEMPLATES, Example, load_examples
 
 LICENSES = {
     "math": ("GSM8K (openai/grade-school-math)", "MIT", "train split, 7,473 problems"),
@@ -145,7 +145,7 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
         f"""# `{task}` LoRA adapter for SmolLM2-135M-Instruct
 
 - **Data**: {source}, {split}. License: **{license_}**. The raw data is not in this repository.
-- **Prompts**: {len(__import__('dlp.tasks', fromlist=['TEMPLATES']).TEMPLATES[task])} natural phrasings mixed (see `dlp/tasks.py`); loss on the reply only.
+- **Prompts**: {len(TEMPLATES[task])} natural phrasings mixed (see `dlp/tasks.py`); loss on the reply only.
 - **Training**: {cfg['steps']} steps x {cfg['batch_size']} sequences (max {cfg['max_len']} tokens), AdamW lr {cfg['lr']},
   seed {cfg['seed']}, {info['train_seconds']} s on the CPU; final loss {info['final_loss']:.3f} (`train_log.json`).
 - **LoRA**: rank {cfg['rank']}, alpha {cfg['alpha']}, targets {', '.join(cfg['targets'])}; float16 safetensors.
