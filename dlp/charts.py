@@ -34,7 +34,7 @@ def router_chart(probs: dict[str, float], selected: dict[str, float], colors: di
     fig.add_scatter(x=names, y=cumulative, mode="lines+markers", name="cumulative p",
                     line=dict(color="#555", dash="dot"), hovertemplate="cumulative %{y:.3f}<extra></extra>")
     fig.add_hline(y=top_p, line=dict(color="#c0392b", dash="dash"),
-                  annotation_text=f"top-p = {top_p:.2f}", annotation_position="top left")
+                  annotation_text=f"top-p = {top_p:.2f}", annotation_position="bottom right")
     fig.update_yaxes(range=[0, 1.12], title="probability", gridcolor="#eee")
     kept = ", ".join(selected) or "none"
     return _layout(fig, f"Router: kept {len(selected)} of {len(names)} ({kept})", 340)

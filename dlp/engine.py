@@ -20,6 +20,7 @@ from .adapters import AdapterInfo, read_adapter, resolve_folder
 from .base_model import LoadedBase, load_base, load_tokenizer
 from .errors import DLPError
 from .fusion import add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
+from .lm_head import speed_up_head
 from .generation import GenerationOptions, StreamState, stream_generate
 from .manifest import Manifest, load_manifest
 from .router import MiniMLPRouter, load_router
@@ -135,6 +136,7 @@ class Engine:
         self.manifest = manifest
         self.base = base or load_base(manifest.base_sources)
         self.model = self.base.model.eval()
+        speed_up_head(self.model)
         self.tokenizer = self.base.tokenizer
         self.device = next(self.model.parameters()).device
         self.adapters: dict[str, AdapterInfo] = {}

@@ -118,3 +118,16 @@ def test_plans_do_not_leak_between_threads(tiny_parts):
     [t.join() for t in threads]
     assert errors == []
     assert set(fused_layers(fused)) == set(layers)
+
+
+def test_transposed_head_matches_linear():
+    from dlp.lm_head import TransposedHead, speed_up_head
+
+    tok = tiny.make_tokenizer()
+    model = tiny.make_model(tok)
+    ids = torch.tensor([[3, 7, 9, 11]])
+    with torch.no_grad():
+        ref = model(ids).logits
+        speed_up_head(model)
+        assert isinstance(model.get_output_embeddings(), TransposedHead)
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-5, atol=1e-5)
