@@ -81,8 +81,8 @@ def _gguf_path(source: BaseSource) -> Path:
 
 
 def _converted_cache(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha1(f"{gguf.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    # name + size: stable across re-installs of the same package version (a new venv changes the mtime)
+    key = hashlib.sha1(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
     return cache_root() / f"{gguf.stem}-{key}"
 
 
