@@ -6,7 +6,6 @@ with PEFT's ``LoraConfig`` and ``load_peft_weights``; pickled ``.bin`` weights a
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -121,15 +120,3 @@ def _pattern(pattern: dict | None, module_name: str, default: float) -> float:
         if re.fullmatch(rf"(.*\.)?{key}", module_name):
             return float(value)
     return float(default)
-
-
-def card_text(folder: Path) -> str:
-    card = Path(folder) / "README.md"
-    return card.read_text(encoding="utf-8") if card.is_file() else "(no card)"
-
-
-def config_summary(folder: Path) -> dict:
-    try:
-        return json.loads((Path(folder) / "adapter_config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -268,6 +268,3 @@ class Engine:
     def default_options(self) -> GenerationOptions:
         d = self.manifest.defaults
         return GenerationOptions(max_new_tokens=d.max_new_tokens, temperature=d.temperature)
-
-    def with_options(self, **changes) -> GenerationOptions:
-        return replace(self.default_options(), **changes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -169,12 +169,3 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
         if state.finished:
             break
     thread.join()
-
-
-def generate_all(*args, **kwargs) -> StreamState:
-    """The final snapshot of :func:`stream_generate` (no intermediate decoding)."""
-    kwargs.setdefault("every", 10_000)
-    state = None
-    for state in stream_generate(*args, **kwargs):
-        pass
-    return state

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,9 +151,3 @@ def format_confusion(matrix: torch.Tensor, labels: list[str]) -> str:
     head = " " * width + "".join(f"{l[:10]:>11}" for l in labels)
     rows = [f"{l:<{width}}" + "".join(f"{int(v):>11}" for v in matrix[i]) for i, l in enumerate(labels)]
     return "\n".join([head, *rows])
-
-
-def timed_probs(router: MiniMLPRouter, tokenizer, prompt: str) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    probs = router.probs(tokenizer, [prompt])[0]
-    return probs, (time.perf_counter() - start) * 1000

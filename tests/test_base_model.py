@@ -1,6 +1,5 @@
 """Folders and hub ids load through the same code; the GGUF path caches its conversion."""
 
-import os
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 import tiny
 from dlp.engine import Column, Engine
