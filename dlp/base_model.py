@@ -160,7 +160,8 @@ def load_base(sources: list[BaseSource], device: torch.device | None = None, dty
 
 
 def load_tokenizer(sources: list[BaseSource]):
-    """Only the tokenizer (the router needs nothing else); converts the GGUF cache if missing."""
+    """Only the tokenizer (the router needs nothing else): from the converted cache when present,
+    else straight from the GGUF file, which is quick for the tokenizer alone."""
     from transformers import AutoTokenizer
 
     failures = []

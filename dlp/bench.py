@@ -92,7 +92,6 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     fused = {top: 0.6, second: 0.4}  # always two adapters: the cost that fusion adds
     cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused]}
     options = GenerationOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
-    torch.set_num_threads(torch.get_num_threads())
     for mixtures in cases.values():  # warm-up
         _time_case(engine, prompt, mixtures, GenerationOptions(max_new_tokens=4, min_new_tokens=4))
     walls: dict[str, list[float]] = {k: [] for k in cases}

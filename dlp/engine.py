@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -76,14 +76,18 @@ class CompareUpdate:
 class Routing:
     """Tokenizer + router: all that routing needs (no language model)."""
 
-    def __init__(self, tokenizer, router: MiniMLPRouter | None, names: list[str], defaults):
+    def __init__(self, tokenizer, router: MiniMLPRouter | None, names: list[str] | Callable[[], list[str]], defaults):
         self.tokenizer = tokenizer
         self.router = router
-        self.names = list(names)
+        self._names = names  # a list, or the engine's live adapter table (adapters come and go)
         self.defaults = defaults
         if router is not None and router.cfg.vocab_size != len(tokenizer):
             raise DLPError(f"The router was trained for a vocabulary of {router.cfg.vocab_size} tokens, "
                            f"this tokenizer has {len(tokenizer)}", hint="retrain it: python -m dlp train-router")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names()) if callable(self._names) else list(self._names)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> "Routing":
@@ -145,7 +149,7 @@ class Engine:
             self.add_adapter(spec.name, resolve_folder(spec.location, spec.is_hub))
         router = load_router(manifest.router_path) if (with_router and manifest.router_path
                                                         and manifest.router_path.exists()) else None
-        self.routing = Routing(self.tokenizer, router, self.names, manifest.defaults)
+        self.routing = Routing(self.tokenizer, router, lambda: list(self.adapters), manifest.defaults)
         if router is not None:
             self.routing.probs("warm-up")  # the first call pays one-off allocation; keep it out of visitors' timings
         self.load_seconds = time.perf_counter() - started
@@ -167,8 +171,6 @@ class Engine:
             layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
             add_lora(layers, name, weights)
             self.adapters[name] = info
-            if hasattr(self, "routing"):
-                self.routing.names = self.names
             return info
 
     def remove_adapter(self, name: str) -> None:
@@ -177,7 +179,6 @@ class Engine:
                 raise DLPError(f"Unknown adapter '{name}'. Available: {', '.join(self.names) or '(none)'}")
             remove_lora(fused_layers(self.model), name)
             del self.adapters[name]
-            self.routing.names = self.names
 
     # --- requests ------------------------------------------------------------------------------
     def route(self, prompt: str, top_p: float | None = None, top_k: int | None = None,
