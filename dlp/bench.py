@@ -125,6 +125,8 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
         "request_ms": {k: round(v, 1) for k, v in med.items()},
         "tokens": max_new_tokens, "repeats": repeats, "adapters_fused": list(fused),
         "device": str(engine.device), "threads": torch.get_num_threads(), "n_adapters": len(engine.names),
+        "dtype": str(engine.model.dtype).replace("torch.", ""),
+        "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
     })
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # before PEFT's copy
     peft_ms = _peft_cat_setup_ms(engine, [top, second])

@@ -82,19 +82,29 @@ def cmd_compare(args) -> int:
 
 
 def cmd_train_adapter(args) -> int:
+    import dataclasses
+
+    import torch
+
     from .base_model import load_base, pick_device
     from .manifest import load_manifest
     from .tasks import TASKS
-    from .training import train_adapter
+    from .training import TASK_CONFIGS, TrainConfig, train_adapter
 
     manifest = load_manifest(args.manifest)
-    tasks = list(TASKS) if args.task == "all" else [args.task]
+    tasks = list(TASKS) if args.task == "all" else args.task.split(",")
     for task in tasks:
         if task not in TASKS:
             raise DLPError(f"Unknown task '{task}'. Available: {', '.join(TASKS)}, all")
-    base = load_base(manifest.base_sources, *pick_device("cpu" if args.cpu else None))
+    if args.steps is not None and args.steps < 1:
+        raise DLPError(f"--steps must be >= 1, got {args.steps}")
+    device, _ = pick_device("cpu" if args.cpu else None)
+    base = load_base(manifest.base_sources, device, torch.float32)  # float32 master weights; bf16 autocast on CUDA
     for task in tasks:
-        info = train_adapter(base.model, base.tokenizer, task, Path(args.out) / task)
+        cfg = TASK_CONFIGS.get(task, TrainConfig())
+        if args.steps is not None:
+            cfg = dataclasses.replace(cfg, steps=args.steps)
+        info = train_adapter(base.model, base.tokenizer, task, Path(args.out) / task, cfg, max_seconds=args.max_seconds)
         _emit(args, info, f"{task}: final loss {info['final_loss']:.3f} in {info['train_seconds']} s "
                           f"-> {Path(args.out) / task}")
     return 0
@@ -109,6 +119,13 @@ def cmd_train_router(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run
 
+    if args.device:
+        os.environ["DLP_DEVICE"] = args.device  # the engine and its start-up subprocesses pick it up
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise DLPError("--device cuda: no CUDA device here", hint="drop --device, or run scripts/gpu_check.sh on a GPU")
     result = run(args.manifest, max_new_tokens=args.tokens, repeats=args.repeats, cold=not args.no_cold)
     print(json.dumps(result))
     if args.save:
@@ -155,10 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cold", action="store_true", help="skip the ~25 s cold start (GGUF conversion)")
     p.add_argument("--save", default=None, help="also write the JSON here (the app shows assets/eval/bench.json)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when present")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("train-adapter", parents=[common], help="train a task adapter on ../shared/datasets")
-    p.add_argument("--task", required=True, help="math, code, translate_fr, sentiment, science_qa, summarize or all")
+    p.add_argument("--task", required=True, help="a task, a comma-separated list, or all")
     p.add_argument("--out", default="assets/adapters")
+    p.add_argument("--steps", type=int, default=None, help="override the task's step budget")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop early after this long (and save)")
     p.add_argument("--cpu", action="store_true")
     p.set_defaults(func=cmd_train_adapter)
     p = sub.add_parser("train-router", parents=[common], help="train the router on the tasks' prompts")
@@ -167,8 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder (default: the manifest's router path)")
     p.set_defaults(func=cmd_train_router)
     p = sub.add_parser("eval", parents=[common], help="base / single / fused / uniform merge on held-out splits")
-    p.add_argument("--n", type=int, default=40, help="items per task (at most)")
+    p.add_argument("--n", type=int, default=100, help="items per long-answer task (short-answer tasks: twice that)")
+    p.add_argument("--n-two-skill", type=int, default=50, help="items per two-skill kind (0: skip that section)")
     p.add_argument("--tasks", default="all")
+    p.add_argument("--phase", choices=("all", "generate", "score"), default="all",
+                   help="generate replies (GPU-friendly), score them (runs code in a subprocess), or both")
+    p.add_argument("--replies", default=None, help="the replies file (default: OUT/replies.jsonl)")
+    p.add_argument("--batch", type=int, default=16, help="rows per generate call (a GPU takes 256)")
+    p.add_argument("--adapters", default="assets/adapters", help="folder whose adapter cards get the scores")
     p.add_argument("--out", default="assets/eval")
     p.set_defaults(func=cmd_eval)
     return parser

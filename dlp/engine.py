@@ -19,6 +19,7 @@ from . import selection
 from .adapters import AdapterInfo, read_adapter, resolve_folder
 from .base_model import LoadedBase, load_base, load_tokenizer
 from .errors import DLPError
+from .everyday import BASE
 from .fusion import add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
 from .lm_head import speed_up_head
 from .generation import GenerationOptions, StreamState, stream_generate
@@ -87,7 +88,9 @@ class Routing:
 
     @property
     def names(self) -> list[str]:
-        return list(self._names()) if callable(self._names) else list(self._names)
+        """What the router chooses between: ``base`` (no adapter) first, then the loaded adapters."""
+        adapters = list(self._names()) if callable(self._names) else list(self._names)
+        return [BASE, *[n for n in adapters if n != BASE]]
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> "Routing":
@@ -167,6 +170,8 @@ class Engine:
         with self._lock:
             if name in self.adapters:
                 raise DLPError(f"An adapter named '{name}' is already loaded")
+            if name == BASE:
+                raise DLPError(f"'{BASE}' is reserved for the base model (no adapter); pick another name")
             info, weights = read_adapter(name, folder, self.model)
             layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
             add_lora(layers, name, weights)
@@ -186,8 +191,9 @@ class Engine:
         return self.routing.route(prompt, top_p, top_k, mode)
 
     def check_mixture(self, mixture: dict[str, float]) -> dict[str, float]:
+        """Adapter -> weight; ``base`` is allowed (a zero LoRA: its weight only scales the others down)."""
         for name, w in mixture.items():
-            if name not in self.adapters:
+            if name not in self.adapters and name != BASE:
                 raise DLPError(f"Unknown adapter '{name}'. Available: {', '.join(self.names) or '(none)'}")
             if not isinstance(w, (int, float)) or w < 0 or w != w:
                 raise DLPError(f"Weight for '{name}' must be a number >= 0, got {w}")
@@ -216,7 +222,7 @@ class Engine:
     def columns_for(self, route: RouteResult, n_single: int = 1) -> list[Column]:
         if not isinstance(n_single, int) or not 0 <= n_single <= len(self.names):
             raise DLPError(f"single-adapter columns must be between 0 and {len(self.names)}, got {n_single}")
-        ranked = sorted(route.probs, key=lambda n: -route.probs[n])[:n_single]
+        ranked = sorted((n for n in route.probs if n != BASE), key=lambda n: -route.probs[n])[:n_single]
         singles = [Column(f"single:{n}", f"{n} only", {n: 1.0}) for n in ranked]
         fused_label = "DLP fused: " + " + ".join(f"{n} {w:.2f}" for n, w in route.selected.items())
         return [Column("base", "Base model", {}), *singles, Column("fused", fused_label, dict(route.selected))]

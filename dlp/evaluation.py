@@ -1,105 +1,183 @@
-"""``python -m dlp eval``: base / single (oracle) / DLP fused / uniform merge on held-out splits.
+"""``python -m dlp eval``: held-out scores for base, single (oracle), DLP fused and uniform merge,
+plus a two-skill section, each with a 95% bootstrap interval.
 
-For each held-out item the four conditions are four rows of one batch (same prompt, no padding),
-so the comparison is exact and cheap. Writes ``results.json`` (scores in 0..1) and ``results.md``.
+Two phases, so the expensive one can run on a GPU and the scoring (which runs generated code in a
+subprocess) wherever the data is: ``generate`` writes every reply to a JSONL file, ``score`` reads it.
+Every condition of an item is a row of the same batch, so conditions see the same prompt and padding.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
 from pathlib import Path
 
 from .errors import DLPError
 
-NEW_TOKENS = {"math": 256, "code": 200, "translate_fr": 48, "sentiment": 6, "science_qa": 32, "summarize": 72}
-SHORT = {"translate_fr", "sentiment", "science_qa"}  # cheap to decode: evaluate more items
+NEW_TOKENS = {"math": 256, "code": 200, "translate_fr": 48, "sentiment": 6, "science_qa": 32, "summarize": 72,
+              "reading_qa": 32}
+KIND_TOKENS = {"code+math": 256, "translate_fr+sentiment": 96, "science_qa+translate_fr": 96}
+SHORT = {"translate_fr", "sentiment", "science_qa", "reading_qa"}  # cheap to decode: twice the items
 CONDITIONS = ("base", "single", "fused", "uniform_merge")
 
 
-def _rows_per_batch(task: str) -> int:
-    return 4 if task in ("math", "code", "summarize") else 8  # items per batch (x4 conditions)
+def eval_items(engine, tasks: list[str], n: int, n_two_skill: int) -> list[dict]:
+    """Every (item, condition) row to generate, with what scoring needs; routes once per prompt."""
+    from .composite import EVAL_KINDS, KINDS, two_skill_prompts
+    from .tasks import load_examples
+
+    adapters = [a for a in engine.names]
+    uniform = {a: 1.0 / len(adapters) for a in adapters}
+    rows: list[dict] = []
+
+    def add(section, name, k, prompt, ref, conds, tokens):
+        if len(engine.tokenizer(prompt)["input_ids"]) > engine.manifest.defaults.max_prompt_tokens - 32:
+            return  # a few abstracts and code prompts are over the demo's prompt limit: not evaluated
+        route = engine.route(prompt)
+        for cond, mix in conds:
+            rows.append({"id": len(rows), "section": section, "name": name, "item": k, "condition": cond,
+                         "mixture": dict(route.selected) if mix is None else mix, "prompt": prompt, "ref": ref,
+                         "top1": max(route.probs, key=route.probs.get), "selected": route.selected,
+                         "max_new_tokens": tokens})
+
+    for task in tasks:
+        count = 2 * n if task in SHORT else n
+        for k, ex in enumerate(load_examples(task, "test", limit=count, seed=0)):
+            add("tasks", task, k, ex.prompt, ex.ref,
+                [("base", {}), ("single", {task: 1.0}), ("fused", None), ("uniform_merge", uniform)], NEW_TOKENS[task])
+    for kind in EVAL_KINDS:
+        (a, b), _, _ = KINDS[kind]
+        if a not in adapters or b not in adapters or n_two_skill <= 0:
+            continue
+        for k, item in enumerate(two_skill_prompts(kind, "test", limit=n_two_skill, seed=0, eval_phrasings=True)):
+            add("two_skill", kind, k, item.prompt, item.ref,
+                [("base", {}), (f"single:{a}", {a: 1.0}), (f"single:{b}", {b: 1.0}), ("fused", None),
+                 ("uniform_merge", uniform)], KIND_TOKENS[kind])
+    return rows
 
 
-def evaluate_task(engine, task: str, n: int, progress: bool = True) -> tuple[dict, list[dict]]:
+def generate(engine, rows: list[dict], batch: int, progress: bool = True, sink=None) -> list[dict]:
+    """Greedy replies for every row, batched by reply length and sorted by prompt length (less padding).
+    ``sink`` gets each finished chunk at once, so an interrupted run keeps what it generated."""
     from tqdm.auto import tqdm
 
     from .engine import Column
     from .generation import GenerationOptions
-    from .metrics import METRICS, score
-    from .tasks import load_examples
 
-    examples = load_examples(task, "test", limit=n, seed=0)
-    names = engine.names
-    uniform = {a: 1.0 / len(names) for a in names}
-    options = GenerationOptions(max_new_tokens=NEW_TOKENS[task])
-    scores = {c: [] for c in CONDITIONS}
-    routed, samples = 0, []
-    step = _rows_per_batch(task)
-    bar = tqdm(total=len(examples), desc=f"eval {task}", disable=not progress)
-    for k in range(0, len(examples), step):
-        chunk = examples[k : k + step]
-        routes = [engine.route(ex.prompt) for ex in chunk]
-        routed += sum(max(r.probs, key=r.probs.get) == task for r in routes)
-        prompts, columns = [], []
-        for ex, route in zip(chunk, routes):
-            for cond, mix in zip(CONDITIONS, ({}, {task: 1.0}, dict(route.selected), uniform)):
-                prompts.append(ex.prompt)
-                columns.append(Column(cond, cond, mix))
+    order = sorted(rows, key=lambda r: (r["max_new_tokens"], len(r["prompt"]), r["id"]))
+    bar = tqdm(total=len(rows), desc="generate", disable=not progress, mininterval=5)
+    out = {}
+    k = 0
+    while k < len(order):
+        tokens = order[k]["max_new_tokens"]
+        chunk = [r for r in order[k : k + batch] if r["max_new_tokens"] == tokens]
+        columns = [Column(r["condition"], r["condition"], r["mixture"]) for r in chunk]
         last = None
-        for last in engine.stream(prompts, columns, options, every=10_000):
+        for last in engine.stream([r["prompt"] for r in chunk], columns, GenerationOptions(max_new_tokens=tokens),
+                                  every=10_000):
             pass
-        for i, ex in enumerate(chunk):
-            for j, cond in enumerate(CONDITIONS):
-                reply = last.state.texts[i * len(CONDITIONS) + j]
-                scores[cond].append(score(task, reply, ex.ref, ex.prompt))
-                if len(samples) < 3 * len(CONDITIONS):
-                    samples.append({"prompt": ex.prompt[:300], "condition": cond, "reply": reply[:400],
-                                    "score": scores[cond][-1]})
+        for i, r in enumerate(chunk):
+            out[r["id"]] = {**r, "reply": last.state.texts[i]}
+        if sink:
+            sink([out[r["id"]] for r in chunk])
+        k += len(chunk)
         bar.update(len(chunk))
     bar.close()
-    row = {"metric": METRICS[task], "n": len(examples)}
-    row.update({c: round(statistics.fmean(v), 4) for c, v in scores.items()})
-    row["router_top1"] = round(routed / max(1, len(examples)), 4)
-    return row, samples
+    return [out[r["id"]] for r in rows]
 
 
-def _fused_over_single(engine) -> float:
-    from .bench import _time_case
-    from .generation import GenerationOptions
+def bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of the mean, resampling items."""
+    if not values:
+        return [float("nan"), float("nan")]
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return [round(means[int(0.025 * reps)], 4), round(means[int(0.975 * reps) - 1], 4)]
 
-    prompt = engine.manifest.adapters[0].examples[0] if engine.manifest.adapters[0].examples else "Hello"
-    a, b = engine.names[:2]
-    opts = GenerationOptions(max_new_tokens=32, min_new_tokens=32)
-    single, fused = [], []
-    for _ in range(3):
-        single.append(_time_case(engine, prompt, [{a: 1.0}], opts)[0])
-        fused.append(_time_case(engine, prompt, [{a: 0.6, b: 0.4}], opts)[0])
-    return round(statistics.median(fused) / statistics.median(single), 3)
+
+def score(replies: list[dict], progress: bool = True) -> dict:
+    """Scores per task and two-skill kind, with intervals; see ``METRICS`` and ``TWO_SKILL_METRICS``."""
+    from tqdm.auto import tqdm
+
+    from .metrics import METRICS, TWO_SKILL_METRICS, score as task_score, two_skill_score
+
+    by: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for r in tqdm(replies, desc="score", disable=not progress, mininterval=5):
+        if r["section"] == "tasks":
+            r["score"] = {"score": task_score(r["name"], r["reply"], r["ref"], r["prompt"])}
+        else:
+            r["score"] = two_skill_score(r["name"], r["reply"], r["ref"])
+        by.setdefault((r["section"], r["name"]), {}).setdefault(r["item"], {})[r["condition"]] = r
+    results: dict = {"tasks": {}, "two_skill": {}}
+    for (section, name), items in by.items():
+        width = max(len(v) for v in items.values())
+        ids = sorted(i for i, v in items.items() if len(v) == width)  # an interrupted run leaves partial items
+        conds = list(items[ids[0]])
+        first = [items[i][conds[0]] for i in ids]
+        row = {"n": len(ids), "router_top1": round(statistics.fmean(
+            (r["top1"] == name if section == "tasks" else r["top1"] in name.split("+")) for r in first), 4)}
+        if section == "tasks":
+            row["metric"] = METRICS[name]
+            for c in conds:
+                vals = [items[i][c]["score"]["score"] for i in ids]
+                row[c], row[f"{c}_ci"] = round(statistics.fmean(vals), 4), bootstrap(vals)
+            row["single_minus_base_ci"] = bootstrap([items[i]["single"]["score"]["score"] -
+                                                     items[i]["base"]["score"]["score"] for i in ids])
+            row["mean_fused_adapters"] = round(statistics.fmean(
+                sum(1 for a in r["selected"] if a != "base") for r in first), 3)
+            results["tasks"][name] = row
+        else:
+            row["metric"] = TWO_SKILL_METRICS[name]
+            row["both_kept"] = round(statistics.fmean(
+                all(a in r["selected"] for a in name.split("+")) for r in first), 4)
+            row["conditions"] = {}
+            for c in conds:
+                cell = {}
+                for skill in items[ids[0]][c]["score"]:
+                    vals = [items[i][c]["score"][skill] for i in ids]
+                    cell[skill], cell[f"{skill}_ci"] = round(statistics.fmean(vals), 4), bootstrap(vals)
+                row["conditions"][c] = cell
+            results["two_skill"][name] = row
+    return results
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| task | metric | n | base | single (oracle) | DLP fused | uniform merge | router top-1 |",
-             "|---|---|---|---|---|---|---|---|"]
+    def cell(r, c):
+        lo, hi = r[f"{c}_ci"]
+        return f"{r[c]:.3f} [{lo:.2f}, {hi:.2f}]"
+
+    lines = ["| task | metric | n | base | single (oracle) | DLP fused | uniform merge | single - base, 95% CI | router top-1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task, r in results["tasks"].items():
-        lines.append(f"| {task} | {r['metric']} | {r['n']} | {r['base']:.3f} | {r['single']:.3f} | "
-                     f"**{r['fused']:.3f}** | {r['uniform_merge']:.3f} | {r['router_top1']:.1%} |")
-    t = results["tasks"].values()
-    mean = {c: statistics.fmean(r[c] for r in t) for c in CONDITIONS}
-    lines.append(f"| **mean** | | | {mean['base']:.3f} | {mean['single']:.3f} | **{mean['fused']:.3f}** | "
-                 f"{mean['uniform_merge']:.3f} | {results['router_accuracy']:.1%} |")
-    return ("\n".join(lines) + f"\n\nRouter accuracy on the evaluated prompts: {results['router_accuracy']:.1%}. "
-            f"Fused/single decode time (two adapters vs one, same tokens): {results['fused_over_single']:.2f}x. "
-            f"Top-p {results['top_p']}. {results['note']}\n")
+        lo, hi = r["single_minus_base_ci"]
+        lines.append(f"| {task} | {r['metric']} | {r['n']} | {cell(r, 'base')} | {cell(r, 'single')} | "
+                     f"**{cell(r, 'fused')}** | {cell(r, 'uniform_merge')} | [{lo:+.3f}, {hi:+.3f}] | {r['router_top1']:.0%} |")
+    if results.get("two_skill"):
+        lines += ["", "Two-skill prompts (held-out items; each cell: skill A / skill B / both, mean over items; "
+                      "[95% CI] of both):", "",
+                  "| kind | n | both kept by router | base | single A | single B | DLP fused | uniform merge |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for kind, r in results["two_skill"].items():
+            cells = []
+            for c, v in r["conditions"].items():
+                skills = [k for k in v if not k.endswith("_ci")]
+                lo, hi = v["both_ci"]
+                cells.append(" / ".join(f"{v[s]:.2f}" for s in skills) + f" [{lo:.2f}, {hi:.2f}]")
+            lines.append(f"| {kind} ({r['metric']}) | {r['n']} | {r['both_kept']:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{results.get('note', '')}\n"
 
 
 def _update_card(card: Path, row: dict) -> None:
     """Put the measured score on the adapter card's Metric line."""
     if not card.is_file():
         return
+    lo, hi = row["single_minus_base_ci"]
     line = (f"- **Metric**: {row['metric']} on {row['n']} held-out items: **{row['single']:.3f}** with this adapter "
-            f"vs {row['base']:.3f} for the base model (`assets/eval/results.md`)")
+            f"vs {row['base']:.3f} for the base model (single - base, 95% bootstrap CI: [{lo:+.3f}, {hi:+.3f}]; "
+            f"`assets/eval/results.md`)")
     text = card.read_text(encoding="utf-8").splitlines()
     card.write_text("\n".join(line if l.startswith("- **Metric**") else l for l in text) + "\n", encoding="utf-8")
 
@@ -109,37 +187,48 @@ def run(args) -> int:
     from .manifest import load_manifest
     from .tasks import TASKS
 
-    tasks = list(TASKS) if args.tasks == "all" else args.tasks.split(",")
-    engine = Engine(load_manifest(args.manifest))
-    missing = [t for t in tasks if t not in engine.names]
-    if missing:
-        raise DLPError(f"No adapter for task(s) {', '.join(missing)}. Loaded: {', '.join(engine.names)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    previous = {}
-    if (out / "results.json").is_file():
-        previous = json.loads((out / "results.json").read_text()).get("tasks", {})
+    replies_path = Path(args.replies) if args.replies else out / "replies.jsonl"
     started = time.perf_counter()
-    results = {"tasks": dict(previous), "samples": {}}
-    for task in tasks:
-        n = min(200, 3 * args.n) if task in SHORT else args.n
-        row, samples = evaluate_task(engine, task, n)
-        results["tasks"][task] = row
-        results["samples"][task] = samples
-        print(json.dumps({task: row}), flush=True)
-    results["tasks"] = {t: results["tasks"][t] for t in TASKS if t in results["tasks"]}
-    total = sum(r["n"] for r in results["tasks"].values())
-    results["router_accuracy"] = round(sum(r["router_top1"] * r["n"] for r in results["tasks"].values()) / total, 4)
-    results["fused_over_single"] = _fused_over_single(engine)
-    results["top_p"] = engine.manifest.defaults.top_p
-    results["note"] = (f"Held-out splits: GSM8K test, MBPP ids 11-510, Tatoeba and UCI hash-held-out items, ARC-Easy test, "
-                       f"SciTLDR test; greedy decoding; {time.perf_counter() - started:.0f} s on {engine.device}.")
-    samples = results.pop("samples")
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False))
-    (out / "results.md").write_text(markdown_table(results))
-    for task, row in results["tasks"].items():
-        if task in engine.adapters:
-            _update_card(engine.adapters[task].folder / "README.md", row)
-    print(markdown_table(results))
+    if args.phase in ("generate", "all"):
+        tasks = list(TASKS) if args.tasks == "all" else args.tasks.split(",")
+        engine = Engine(load_manifest(args.manifest))
+        missing = [t for t in tasks if t not in engine.names]
+        if missing:
+            raise DLPError(f"No adapter for task(s) {', '.join(missing)}. Loaded: {', '.join(engine.names)}")
+        items = eval_items(engine, tasks, args.n, args.n_two_skill)
+        replies_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(replies_path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"device": f"{engine.device} ({engine.model.dtype})", "started": time.time(),
+                                 "top_p": engine.manifest.defaults.top_p}) + "\n")
+
+            def sink(chunk):
+                done = round(time.perf_counter() - started, 1)
+                fh.writelines(json.dumps({**r, "done": done}, ensure_ascii=False) + "\n" for r in chunk)
+                fh.flush()
+
+            generate(engine, items, args.batch, sink=sink)
+        print(f"{len(items)} replies in {time.perf_counter() - started:.0f} s -> {replies_path}", flush=True)
+    if args.phase in ("score", "all"):
+        if not replies_path.is_file():
+            raise DLPError(f"No replies at {replies_path}", hint="run: python -m dlp eval --phase generate")
+        lines = replies_path.read_text(encoding="utf-8").splitlines()
+        meta, replies = json.loads(lines[0]), [json.loads(l) for l in lines[1:] if l.strip()]
+        meta.setdefault("seconds", round(max((r.get("done", 0) for r in replies), default=0)))
+        results = score(replies)
+        results["tasks"] = {t: results["tasks"][t] for t in TASKS if t in results["tasks"]}
+        results["top_p"] = meta["top_p"]
+        results["note"] = (f"Held-out splits: GSM8K test, MBPP ids 11-510, Tatoeba/UCI/SQuAD hash-held-out items, ARC-Easy "
+                           f"test, SciTLDR test; greedy decoding at top-p {meta['top_p']}; generated in {meta['seconds']} s "
+                           f"on {meta['device']}. Intervals: 95% bootstrap over items.")
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        samples = [{k: r[k] for k in ("section", "name", "condition", "prompt", "reply", "score")}
+                   for r in replies if r["item"] < 2]
+        (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False))
+        (out / "results.md").write_text(markdown_table(results))
+        adapters = Path(args.adapters)
+        for task, row in results["tasks"].items():
+            _update_card(adapters / task / "README.md", row)
+        print(markdown_table(results))
     return 0

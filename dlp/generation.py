@@ -60,20 +60,25 @@ class StreamState:
 
 
 class SeededSampler(LogitsProcessor):
-    """Temperature + nucleus sampling with a private generator, expressed as a one-hot score so
-    greedy decoding picks the sampled token. Keeps sampling reproducible under concurrency."""
+    """Temperature + nucleus sampling, expressed as a one-hot score so greedy decoding picks the
+    sampled token. Every row draws from its own generator, all seeded alike: two rows with the same
+    mixture give the same text, so the differences between columns come from the adapters, not from
+    which random numbers a row happened to get. Private generators also keep sampling reproducible
+    under concurrency (the global RNG is never touched)."""
 
-    def __init__(self, temperature: float, nucleus: float, seed: int, device: torch.device):
+    def __init__(self, temperature: float, nucleus: float, seed: int, device: torch.device, rows: int):
         self.temperature = temperature
         self.nucleus = nucleus
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for _ in range(rows)]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # (rows, V)
         sorted_p, order = probs.sort(dim=-1, descending=True)
         drop = sorted_p.cumsum(-1) - sorted_p > self.nucleus  # keep the smallest set reaching the nucleus
         sorted_p = sorted_p.masked_fill(drop, 0.0)
-        pick = order.gather(-1, torch.multinomial(sorted_p, 1, generator=self.generator))  # (rows, 1)
+        draws = torch.cat([torch.multinomial(sorted_p[i : i + 1], 1, generator=g)
+                           for i, g in enumerate(self.generators)])  # (rows, 1)
+        pick = order.gather(-1, draws)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter(-1, pick, 0.0)
 
@@ -144,7 +149,8 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
     streamer = RowStreamer(tokenizer, input_ids.shape[0], eos_ids, updates, every)
     processors = LogitsProcessorList()
     if options.temperature > 0:
-        processors.append(SeededSampler(options.temperature, options.nucleus, options.seed, input_ids.device))
+        processors.append(SeededSampler(options.temperature, options.nucleus, options.seed, input_ids.device,
+                                        input_ids.shape[0]))
 
     def work():
         try:

@@ -104,6 +104,8 @@ def parse_manifest(data: dict, path: Path) -> Manifest:
         name = r.get(a, "name", where, str)
         if not _NAME.match(name):
             raise r.fail(f"{where}.name", f"'{name}' must be 1-40 letters, digits, '_' or '-'")
+        if name == "base":
+            raise r.fail(f"{where}.name", "'base' is reserved for the base model (no adapter); pick another name")
         if name in seen:
             raise r.fail(f"{where}.name", f"'{name}' is used twice")
         seen.add(name)

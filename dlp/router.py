@@ -74,7 +74,11 @@ def save_router(router: MiniMLPRouter, folder: Path, extra: dict | None = None) 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in router.state_dict().items()}, folder / "router.safetensors")
+    # The embedding tables are 95% of the parameters; float16 halves the file (a Space push refuses
+    # files over 10 MB) and moves no probability by more than ~1e-3. The MLP stays float32.
+    state = {k: (v.half() if k.startswith(("embed.", "token_score.")) else v).detach().contiguous()
+             for k, v in router.state_dict().items()}
+    save_file(state, folder / "router.safetensors")
     (folder / "router_config.json").write_text(json.dumps({**asdict(router.cfg), **(extra or {})}, indent=1))
 
 
@@ -91,25 +95,35 @@ def load_router(folder: Path) -> MiniMLPRouter:
         fields = RouterConfig.__dataclass_fields__
         cfg = RouterConfig(**{k: (tuple(v) if k == "labels" else v) for k, v in raw.items() if k in fields})
         router = MiniMLPRouter(cfg)
-        router.load_state_dict(load_file(w_path))
+        router.load_state_dict({k: v.float() for k, v in load_file(w_path).items()})
     except Exception as exc:  # noqa: BLE001
         raise DLPError(f"Router in {folder} cannot be loaded: {str(exc).splitlines()[0]}",
                        hint="retrain it with: python -m dlp train-router") from None
     return router.eval()
 
 
-def train_router(tokenizer, train: list[tuple[str, int]], labels: list[str], epochs: int = 4,
+def train_router(tokenizer, train: list[tuple[str, int | dict[int, float]]], labels: list[str], epochs: int = 4,
                  batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
-                 pooling: str = "weighted", token_dropout: float = 0.15, **sizes) -> MiniMLPRouter:
-    """Cross-entropy on (prompt, label index) pairs. Dropping random tokens during training keeps the
-    router from leaning on one give-away token of the training templates."""
+                 pooling: str = "weighted", token_dropout: float = 0.15, smoothing: float = 0.05,
+                 **sizes) -> MiniMLPRouter:
+    """Cross-entropy on (prompt, target) pairs; a target is a label index or a soft mixture
+    {index: share} (two-skill prompts are 0.5 / 0.5). Dropping random tokens during training keeps
+    the router from leaning on one give-away token of the training templates."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    n = len(labels)
     router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels), pooling=pooling, **sizes))
     opt = torch.optim.AdamW(router.parameters(), lr=lr, weight_decay=0.01)
-    encoded = [(router.ids(tokenizer, [p]), y) for p, y in train]
+
+    def soft(target) -> torch.Tensor:
+        t = torch.zeros(n)
+        for i, share in ({target: 1.0} if isinstance(target, int) else target).items():
+            t[i] = share
+        return t / t.sum() * (1 - smoothing) + smoothing / n
+
+    encoded = [(router.ids(tokenizer, [p])[0], soft(y)) for p, y in train]
     steps = epochs * ((len(encoded) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     router.train()
@@ -118,12 +132,12 @@ def train_router(tokenizer, train: list[tuple[str, int]], labels: list[str], epo
         rng.shuffle(encoded)
         for k in range(0, len(encoded), batch_size):
             chunk = encoded[k : k + batch_size]
-            rows = [ids[torch.rand(len(ids)) >= token_dropout] for (ids, _), _ in chunk]
-            rows = [r if len(r) else ids[:1] for r, ((ids, _), _) in zip(rows, chunk)]
+            rows = [ids[torch.rand(len(ids)) >= token_dropout] for ids, _ in chunk]
+            rows = [r if len(r) else ids[:1] for r, (ids, _) in zip(rows, chunk)]
             flat = torch.cat(rows)
             offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
-            y = torch.tensor([label for _, label in chunk])
-            loss = nn.functional.cross_entropy(router(flat, offsets), y, label_smoothing=0.05)
+            target = torch.stack([t for _, t in chunk])  # (B, n)
+            loss = -(target * torch.log_softmax(router(flat, offsets), dim=-1)).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASKS = ("math", "code", "translate_fr", "sentiment", "science_qa", "summarize")
+TASKS = ("math", "code", "translate_fr", "sentiment", "science_qa", "summarize", "reading_qa")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ TEMPLATES: dict[str, list[str]] = {
         "Implement the following in Python. {x}",
         "I need a Python function for this task: {x}",
         "Python please: {x}",
+        "how do I do this in python? {x}",
+        "{x} Use Python.",
     ],
     "translate_fr": [
         "Translate to French: {x}",
@@ -91,6 +93,15 @@ TEMPLATES: dict[str, list[str]] = {
         "Write a TL;DR for this abstract: {x}",
         "What is the main contribution of this paper, in one sentence?\n{x}",
         "Condense this research abstract into a single sentence: {x}",
+    ],
+    "reading_qa": [
+        "{x}",
+        "Read the passage and answer the question.\n\n{x}",
+        "Answer the question using the text below.\n{x}",
+        "Based on this passage, answer briefly.\n{x}",
+        "Reading comprehension:\n{x}",
+        "Find the answer in the text.\n{x}",
+        "{x}\nAnswer with a short phrase from the passage.",
     ],
 }
 
@@ -165,17 +176,29 @@ def _sentiment(split: str) -> list[tuple[str, str, dict]]:
     return out
 
 
+_OPTION_LAYOUTS = (
+    lambda opts: "\n".join(f"{l}. {t}" for l, t in opts),
+    lambda opts: " ".join(f"{l}) {t}" for l, t in opts),
+    lambda opts: " ".join(f"({l}) {t}" for l, t in opts),
+    lambda opts: "\n".join(f"{l}: {t}" for l, t in opts),
+)
+
+
 def _arc(split: str) -> list[tuple[str, str, dict]]:
     with open(data_dir() / "arc_easy" / ("train.json" if split == "train" else "test.json"), encoding="utf-8") as fh:
         rows = json.load(fh)
     out = []
     for r in rows:
         labels, texts = r["choices"]["label"], r["choices"]["text"]
-        options = "\n".join(f"{lab}. {txt}" for lab, txt in zip(labels, texts))
         if r["answerKey"] not in labels:
             continue
+        # People paste options one per line or inline, as "A.", "A)" or "(A)"; the router and adapter see all.
+        layout = _OPTION_LAYOUTS[_bucket(r["question"]) % len(_OPTION_LAYOUTS)]
+        options = layout(list(zip(labels, texts)))
+        sep = "\n" if "\n" in options or _bucket(r["id"]) % 2 else " "
         answer = texts[labels.index(r["answerKey"])]
-        out.append((f"{r['question'].strip()}\n{options}", f"{r['answerKey']}. {answer}", {"label": r["answerKey"]}))
+        out.append((f"{r['question'].strip()}{sep}{options}", f"{r['answerKey']}. {answer}",
+                    {"label": r["answerKey"], "options": dict(zip(labels, texts))}))
     return out
 
 
@@ -183,11 +206,49 @@ def _scitldr(split: str) -> list[tuple[str, str, dict]]:
     rows = _jsonl(data_dir() / "scitldr" / ("train.jsonl" if split == "train" else "test.jsonl"))
     out = []
     for r in rows:
-        words = " ".join(r["source"]).split()
-        if not words or not r["target"]:
+        sentences = [x.strip() for x in r["source"] if x.strip()]
+        if not sentences or not r["target"]:
             continue
-        abstract = " ".join(words[:220])  # keeps prompts under ~320 tokens for CPU training
+        if split == "train" and _bucket(r["paper_id"]) < 30:  # short abstracts too: people paste a few lines
+            sentences = sentences[: 2 + _bucket(r["paper_id"]) % 3]
+        abstract = " ".join(" ".join(sentences).split()[:220])  # keeps prompts under ~320 tokens
         out.append((abstract, r["target"][0].strip(), {"references": [t.strip() for t in r["target"]]}))
+    return out
+
+
+_SQUAD_LAYOUTS = (
+    "Passage: {c}\n\nQuestion: {q}",
+    "Question: {q}\n\nText: {c}",
+    "{c}\n\n{q}",
+    "{c} Question: {q}",
+    "{q}\nContext: {c}",
+    "Read this and answer the question. {c} Question: {q}",
+    "{c} According to the text, {ql}",
+)
+
+
+def _window(context: str, answer: str, key: str) -> str:
+    """The answer's sentence and a neighbour or two: short passages are what people paste by hand."""
+    sentences = re.split(r"(?<=[.!?])\s+", context)
+    hit = next((i for i, x in enumerate(sentences) if answer in x), None)
+    if hit is None:
+        return context
+    lo = max(0, hit - _bucket(key) % 2)
+    return " ".join(sentences[lo : hit + 1 + _bucket(key + "+") % 2])
+
+
+def _squad(split: str) -> list[tuple[str, str, dict]]:
+    with open(data_dir() / "squad" / "squad_subset_routerlens.json", encoding="utf-8") as fh:
+        rows = json.load(fh)
+    out = []
+    for r in rows:
+        if (_bucket(r["context"]) < 20) != (split == "test"):  # split by passage: test passages are unseen
+            continue
+        q, c, a = r["question"].strip(), r["context"].strip(), r["answer"].strip()
+        if split == "train" and _bucket("w" + q) < 35:
+            c = _window(c, a, q)
+        x = _SQUAD_LAYOUTS[_bucket(q) % len(_SQUAD_LAYOUTS)].format(c=c, q=q, ql=q[:1].lower() + q[1:])
+        out.append((x, a, {"answers": [a]}))
     return out
 
 
@@ -198,6 +259,7 @@ _LOADERS = {
     "sentiment": _sentiment,
     "science_qa": _arc,
     "summarize": _scitldr,
+    "reading_qa": _squad,
 }
 
 

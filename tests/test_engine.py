@@ -16,7 +16,7 @@ PROMPT = "what is the sum of two and three apples"
 
 def test_route_probabilities_and_selection(tiny_engine):
     r = tiny_engine.route(PROMPT, top_p=0.6)
-    assert set(r.probs) == set(tiny.NAMES)
+    assert set(r.probs) == {"base", *tiny.NAMES}  # "base" (no adapter) is a routing choice too
     assert sum(r.probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert sum(r.selected.values()) == pytest.approx(1.0)
     kept = sorted(r.probs, key=lambda n: -r.probs[n])[: len(r.selected)]
@@ -94,7 +94,7 @@ def test_add_and_remove_adapters_one_at_a_time(tiny_manifest, tmp_path):
     before = _alone(engine, PROMPT, {"alpha": 1.0}).state.token_ids
     engine.remove_adapter("beta")
     assert engine.names == ["alpha", "gamma"]
-    assert set(engine.route(PROMPT, top_p=1.0).probs) == {"alpha", "gamma"}
+    assert set(engine.route(PROMPT, top_p=1.0).probs) == {"base", "alpha", "gamma"}
     with pytest.raises(DLPError, match="Unknown adapter 'beta'"):
         engine.generate(PROMPT, "adapter:beta")
     engine.add_adapter("beta", tiny_manifest.parent / "adapters" / "beta")
@@ -147,3 +147,18 @@ def test_missing_or_corrupt_adapter_files(tiny_manifest, tmp_path, damage, match
     damage(folder)
     with pytest.raises(DLPError, match=match):
         Engine(_manifest_with_adapter(tiny_manifest, tmp_path, folder))
+
+
+def test_base_pseudo_adapter_scales_the_delta_down(tiny_engine):
+    """``base`` is a zero LoRA: kept alone the answer is the base model's; kept beside an adapter, the
+    mixture {base: 0.5, alpha: 0.5} is alpha at half strength."""
+    opts = GenerationOptions(max_new_tokens=8)
+    cols = [Column("base", "", {}), Column("b", "", {"base": 1.0}), Column("half", "", {"base": 0.5, "alpha": 0.5}),
+            Column("alpha-half", "", {"alpha": 0.5}), Column("alpha", "", {"alpha": 1.0})]
+    last = list(tiny_engine.stream(PROMPT, cols, opts))[-1].state.texts
+    assert last[1] == last[0]
+    assert last[2] == last[3]
+    with pytest.raises(DLPError, match="reserved"):
+        tiny_engine.add_adapter("base", tiny_engine.adapters["alpha"].folder)
+    r = tiny_engine.route(PROMPT, top_p=1.0)
+    assert "base" in r.probs and "base" not in [c.mixture and next(iter(c.mixture)) for c in tiny_engine.columns_for(r, 3)[1:-1]]

@@ -14,7 +14,7 @@ def _write(tmp_path, data):
 
 def test_repo_manifest_is_valid():
     m = load_manifest()
-    assert m.names == ["math", "code", "translate_fr", "sentiment", "science_qa", "summarize"]
+    assert m.names == ["math", "code", "translate_fr", "sentiment", "science_qa", "summarize", "reading_qa"]
     assert m.base_sources[0].kind == "gguf_package"
     assert all(a.examples for a in m.adapters)
 
@@ -39,6 +39,7 @@ GOOD = {"base": {"sources": [{"kind": "hub", "value": "x/y"}]}, "adapters": [{"n
     (lambda d: d.update(defaults={"top_p": 1.5}), "defaults.top_p"),
     (lambda d: d.update(defaults={"max_new_tokens": "lots"}), "defaults.max_new_tokens"),
     (lambda d: d.update(adapters={}), "'adapters' must be list"),
+    (lambda d: d["adapters"][0].update(name="base"), "'base' is reserved"),
 ])
 def test_errors_name_the_field_and_the_file(tmp_path, mutate, field):
     data = json.loads(json.dumps(GOOD))

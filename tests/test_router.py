@@ -47,3 +47,27 @@ def test_missing_or_broken_router(tmp_path):
     (tmp_path / "router.safetensors").write_bytes(b"xx")
     with pytest.raises(DLPError, match="cannot be loaded"):
         load_router(tmp_path)
+
+
+def test_soft_targets_split_the_probability():
+    """A two-skill prompt trained at 0.5 / 0.5 keeps both labels near half."""
+    tok = tiny.make_tokenizer()
+    data = [("what is two plus three", 0), ("how many apples and five", 0), ("translate french love food", 1),
+            ("french translate the cat", 1), ("python code function list", {0: 0.5, 1: 0.5})] * 30
+    router = train_router(tok, data, ["a", "b"], epochs=20, batch_size=16, lr=5e-3, progress=False,
+                          embed_dim=16, hidden=32, token_dropout=0.0)
+    p = router.probs(tok, ["python code function list", "what is two plus three"])
+    assert 0.3 < float(p[0, 0]) < 0.7
+    assert float(p[1, 0]) > 0.8
+
+
+def test_embeddings_are_stored_in_float16(tmp_path):
+    from safetensors.torch import load_file
+
+    tok = tiny.make_tokenizer()
+    router = MiniMLPRouter(RouterConfig(vocab_size=len(tok), labels=("a", "b"), embed_dim=8, hidden=8,
+                                        pooling="weighted"))
+    save_router(router, tmp_path)
+    stored = load_file(tmp_path / "router.safetensors")
+    assert stored["embed.weight"].dtype == torch.float16 and stored["mlp.1.weight"].dtype == torch.float32
+    assert load_router(tmp_path).embed.weight.dtype == torch.float32

@@ -5,6 +5,7 @@ The first run converts the packaged GGUF (~20 s) into the cache; later runs reus
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,4 +57,23 @@ def test_every_shipped_adapter_and_router_is_small():
         assert size <= 4 * 2**20, spec.name
         assert (Path(spec.location) / "README.md").is_file()
     assert (m.router_path / "router.safetensors").stat().st_size <= 25 * 2**20
-    assert json.loads((m.router_path / "router_config.json").read_text())["labels"] == m.names
+    assert json.loads((m.router_path / "router_config.json").read_text())["labels"] == ["base", *m.names]
+
+
+def test_router_on_hand_written_prompts():
+    """The shipped router on free-form prompts (tests/data/natural_prompts.json), with issue 7's targets:
+    single-task top-1 >= 95%, everyday prompts -> base >= 75%, two-skill prompts keep both adapters at the
+    default top-p with the weaker at weight >= 0.2 on >= 75%."""
+    from dlp.engine import Routing
+    from dlp.manifest import load_manifest
+
+    routing = Routing.from_manifest(load_manifest())
+    data = json.loads((Path(__file__).parent / "data" / "natural_prompts.json").read_text())
+    single = [(p, t) for t, ps in data["single"].items() for p in ps]
+    top1 = [max(r.probs, key=r.probs.get) == t for p, t in single for r in [routing.route(p)]]
+    assert sum(top1) >= 0.95 * len(single)
+    base = [max(r.probs, key=r.probs.get) == "base" for r in map(routing.route, data["everyday"])]
+    assert sum(base) >= 0.75 * len(base)
+    both = [a in r.selected and b in r.selected and min(r.selected[a], r.selected[b]) >= 0.2
+            for p, a, b in data["two_skill"] for r in [routing.route(p)]]
+    assert sum(both) >= 0.75 * len(both)

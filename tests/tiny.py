@@ -61,7 +61,7 @@ def make_adapter(model, folder: Path, seed: int, targets=("q_proj", "v_proj", "o
     peft_model.save_pretrained(folder, safe_serialization=True)
 
 
-def make_router(tokenizer, folder: Path, labels=NAMES, seed: int = 0) -> None:
+def make_router(tokenizer, folder: Path, labels=("base", *NAMES), seed: int = 0) -> None:
     from dlp.router import MiniMLPRouter, RouterConfig, save_router
 
     torch.manual_seed(seed)
