@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 _FONT = dict(family="Inter, system-ui, sans-serif", size=13)
+BASE_COLOR = "#9e9e9e"  # the "base" pseudo-adapter (no adapter) is grey in every chart
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
@@ -24,7 +25,7 @@ def router_chart(probs: dict[str, float], selected: dict[str, float], colors: di
     fig = go.Figure()
     fig.add_bar(
         x=names, y=values, name="router probability",
-        marker=dict(color=[colors.get(n, "#888888") for n in names],
+        marker=dict(color=[colors.get(n, BASE_COLOR if n == "base" else "#888888") for n in names],
                     opacity=[1.0 if n in selected else 0.28 for n in names],
                     line=dict(color=["#111" if n in selected else "rgba(0,0,0,0)" for n in names], width=2)),
         text=[f"p={probs[n]:.2f}<br><b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
@@ -68,3 +69,21 @@ def results_chart(results: dict) -> go.Figure:
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1], title="score (0-1)", gridcolor="#eee")
     return _layout(fig, "Held-out scores per task", 360)
+
+
+def two_skill_chart(results: dict) -> go.Figure:
+    """Per two-skill kind, the share of answers right on both skills, by condition."""
+    kinds = list(results.get("two_skill", {}))
+    conds = [("base", "base", "#bbbbbb"), ("single:", "best single adapter", "#2ca02c"), ("fused", "DLP fused", "#1f77b4"),
+             ("uniform_merge", "uniform merge", "#ff7f0e")]
+    fig = go.Figure()
+    for key, name, color in conds:
+        values = []
+        for k in kinds:
+            cells = results["two_skill"][k]["conditions"]
+            picked = [v["both"] for c, v in cells.items() if (c.startswith(key) if key.endswith(":") else c == key)]
+            values.append(max(picked) if picked else None)
+        fig.add_bar(x=kinds, y=values, name=name, marker_color=color, hovertemplate=f"{name}: %{{y:.2f}}<extra></extra>")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1], title="right on both skills", gridcolor="#eee")
+    return _layout(fig, "Two-skill prompts: answers right on both skills", 340)

@@ -121,9 +121,15 @@ class Routing:
         return RouteResult(prompt, dict(zip(self.names, probs.tolist())), selected, ms, top_p, top_k, mode)
 
 
+MAX_PROMPT_CHARS = 12_000  # refused before tokenizing, so a huge paste costs nothing
+
+
 def check_prompt(prompt) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise DLPError("The prompt is empty", hint="type a question, or pick one of the examples")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise DLPError(f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}",
+                       hint="shorten it")
     return prompt.strip()
 
 
@@ -228,7 +234,8 @@ class Engine:
         return [Column("base", "Base model", {}), *singles, Column("fused", fused_label, dict(route.selected))]
 
     def stream(self, prompts: list[str] | str, columns: list[Column], options: GenerationOptions | None = None,
-               route: RouteResult | None = None, every: int = 1) -> Iterator[CompareUpdate]:
+               route: RouteResult | None = None, every: int = 1,
+               cancel: threading.Event | None = None) -> Iterator[CompareUpdate]:
         """One batched generate: row i runs ``columns[i].mixture`` on ``prompts[i]`` (or the one prompt)."""
         options = check_options(options or GenerationOptions())
         prompts = [check_prompt(prompts)] * len(columns) if isinstance(prompts, str) else [check_prompt(p) for p in prompts]
@@ -239,18 +246,19 @@ class Engine:
         start = time.perf_counter()
         plan = build_plan(fused_layers(self.model), mixtures, self.device)
         setup_ms = (time.perf_counter() - start) * 1000
-        for state in stream_generate(self.model, self.tokenizer, input_ids, mask, plan, options, every=every):
+        for state in stream_generate(self.model, self.tokenizer, input_ids, mask, plan, options, every=every,
+                                     cancel=cancel):
             if state.error:
                 raise DLPError(f"Generation failed: {state.error}")
             yield CompareUpdate(route, columns, state, setup_ms)
 
     def compare(self, prompt: str, top_p: float | None = None, top_k: int | None = None, n_single: int = 1,
                 options: GenerationOptions | None = None, mode: str = "renorm",
-                every: int = 1) -> Iterator[CompareUpdate]:
+                every: int = 1, cancel: threading.Event | None = None) -> Iterator[CompareUpdate]:
         """Route once, then base | top single adapter(s) | fused, streaming together."""
         options = check_options(options or self.default_options())
         route = self.route(prompt, top_p, top_k, mode)
-        yield from self.stream(route.prompt, self.columns_for(route, n_single), options, route, every)
+        yield from self.stream(route.prompt, self.columns_for(route, n_single), options, route, every, cancel)
 
     def generate(self, prompt: str, mode: str = "fused", options: GenerationOptions | None = None,
                  top_p: float | None = None, top_k: int | None = None) -> CompareUpdate:

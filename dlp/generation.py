@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .fusion import FusionPlan
@@ -57,6 +57,7 @@ class StreamState:
     done: list[bool]  # True once a row produced EOS or hit the cap
     finished: bool = False  # True for the last snapshot
     error: str = ""
+    cancelled: bool = False  # True once the run was stopped (the text is partial)
 
 
 class SeededSampler(LogitsProcessor):
@@ -140,9 +141,25 @@ class RowStreamer(BaseStreamer):
                            done, finished)
 
 
+class CancelFlag(StoppingCriteria):
+    """Ends ``generate`` at the next token once ``event`` is set: a stopped or abandoned run frees the
+    CPU and its queue slot at once instead of decoding to the end unseen."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: FusionPlan,
-                    options: GenerationOptions, every: int = 1) -> Iterator[StreamState]:
-    """Run one batched ``generate`` under ``plan`` in a worker thread; yield snapshots as rows grow."""
+                    options: GenerationOptions, every: int = 1,
+                    cancel: threading.Event | None = None) -> Iterator[StreamState]:
+    """Run one batched ``generate`` under ``plan`` in a worker thread; yield snapshots as rows grow.
+
+    Setting ``cancel`` stops decoding within a token (the last snapshot keeps the partial text). Closing
+    this iterator early (a client went away, the UI cancelled the event) sets it too."""
+    cancel = cancel or threading.Event()
     updates: queue.Queue = queue.Queue()
     eos = tokenizer.eos_token_id
     eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
@@ -159,6 +176,7 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
                     input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=options.max_new_tokens,
                     min_new_tokens=options.min_new_tokens or None,
                     do_sample=False, logits_processor=processors, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([CancelFlag(cancel)]),
                     pad_token_id=tokenizer.pad_token_id, eos_token_id=list(eos_ids),
                     top_p=None, top_k=None, temperature=None,
                 )
@@ -169,9 +187,13 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
 
     thread = threading.Thread(target=work, daemon=True, name="dlp-generate")
     thread.start()
-    while True:
-        state = updates.get()
-        yield state
-        if state.finished:
-            break
-    thread.join()
+    try:
+        while True:
+            state = updates.get()
+            state.cancelled = cancel.is_set()
+            yield state
+            if state.finished:
+                break
+    finally:
+        cancel.set()  # no-op after a normal end; stops the worker when the consumer walked away
+        thread.join(timeout=5)

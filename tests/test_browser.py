@@ -28,7 +28,8 @@ def test_type_run_and_see_everything(tiny_app_url):
         browser = _browser(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(tiny_app_url, wait_until="networkidle")
+            page.goto(tiny_app_url, wait_until="load")
+            page.locator("#prompt textarea").wait_for(timeout=30_000)
             page.locator("#prompt textarea").fill("what is the sum of two and three apples")
             page.locator("#run").click()
             for box in ("#out-base", "#out-single", "#out-fused"):
@@ -47,5 +48,32 @@ def test_type_run_and_see_everything(tiny_app_url):
             expect(page.get_by_text("The prompt is empty").first).to_be_visible(timeout=15_000)
             assert page.locator("#out-fused textarea").input_value() == fused_before
             page.screenshot(path=str(SHOT / "browser_error.png"), full_page=False)
+        finally:
+            browser.close()
+
+
+def test_a_new_run_replaces_the_one_on_screen(tiny_app_url):
+    """Run, then Run again with another prompt at once: the page ends up showing the second run, with its
+    prompt above the answers; Stop ends a run and keeps what was written."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(tiny_app_url, wait_until="load")
+            box = page.locator("#prompt textarea")
+            box.fill("what is the sum of two and three apples")
+            page.locator("#run").click()
+            box.fill("translate the food review to french please")
+            page.locator("#run").click()
+            expect(page.locator("#run-prompt")).to_contain_text("translate the food review", timeout=30_000)
+            expect(page.locator("#out-fused textarea")).not_to_have_value("", timeout=30_000)
+            page.locator("#stop").click()
+            expect(page.locator("#run-prompt")).to_contain_text("translate the food review")
+            # Moving top-p after a run previews the new routing and says the answers are from the earlier run.
+            page.locator("#top-p input[type=number]").fill("0.3")
+            page.locator("#top-p input[type=number]").press("Enter")
+            expect(page.get_by_text("Preview only").first).to_be_visible(timeout=15_000)
         finally:
             browser.close()

@@ -162,3 +162,49 @@ def test_base_pseudo_adapter_scales_the_delta_down(tiny_engine):
         tiny_engine.add_adapter("base", tiny_engine.adapters["alpha"].folder)
     r = tiny_engine.route(PROMPT, top_p=1.0)
     assert "base" in r.probs and "base" not in [c.mixture and next(iter(c.mixture)) for c in tiny_engine.columns_for(r, 3)[1:-1]]
+
+
+def test_cancel_stops_generation_within_a_token(tiny_engine):
+    import threading
+
+    cancel = threading.Event()
+    opts = GenerationOptions(max_new_tokens=200, min_new_tokens=200)
+    seen = 0
+    for update in tiny_engine.stream(PROMPT, [Column("base", "", {})], opts, cancel=cancel):
+        seen += 1
+        if seen == 3:
+            cancel.set()
+    assert update.state.finished and update.state.cancelled
+    assert update.state.timings[0].tokens < 10  # stopped, not decoded to 200
+
+
+def test_closing_the_stream_stops_the_worker(tiny_engine):
+    import threading
+    import time
+
+    opts = GenerationOptions(max_new_tokens=400, min_new_tokens=400)
+    stream = tiny_engine.stream(PROMPT, [Column("base", "", {})], opts)
+    next(stream)
+    stream.close()  # what happens when a visitor closes the tab or the UI cancels the event
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t.name == "dlp-generate"]
+
+
+def test_same_seed_rows_sample_alike(tiny_engine):
+    """With temperature > 0, rows with the same mixture give the same text: every row has its own
+    generator, seeded alike, so column differences come from the adapters."""
+    opts = GenerationOptions(max_new_tokens=12, temperature=1.0, seed=3)
+    cols = [Column("a", "", {"alpha": 1.0}), Column("b", "", {}), Column("c", "", {"alpha": 1.0})]
+    texts = list(tiny_engine.stream(PROMPT, cols, opts))[-1].state.texts
+    assert texts[0] == texts[2]
+    alone = list(tiny_engine.stream(PROMPT, cols[:1], opts))[-1].state.texts[0]
+    assert alone == texts[0]
+
+
+def test_huge_prompt_is_refused_before_tokenizing(tiny_engine, monkeypatch):
+    def no_tokenizing(*a, **k):
+        raise AssertionError("tokenized a prompt that is over the character cap")
+
+    monkeypatch.setattr(tiny_engine.routing.router, "ids", no_tokenizing)
+    with pytest.raises(DLPError, match="characters"):
+        tiny_engine.route("word " * 200_000)
