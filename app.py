@@ -20,6 +20,7 @@ from dlp.errors import DLPError
 from dlp.generation import GenerationOptions
 
 MAX_SINGLES = 3
+COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
 RESULTS = Path(__file__).resolve().parent / "assets" / "eval"
 
 METHOD = r"""
@@ -50,6 +51,8 @@ CSS = """
 .weights-table td, .weights-table th {padding: 2px 10px}
 .stale {background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; margin-top: 6px; border-radius: 4px}
 #run-prompt {font-size: 0.92em; color: #333}
+#timing table {display: block; overflow-x: auto; white-space: nowrap}
+#weights table {max-width: 100%}
 """
 
 
@@ -299,25 +302,28 @@ def build_demo(engine: Engine) -> gr.Blocks:
                         n_single = gr.Slider(0, min(MAX_SINGLES, len(names)), value=min(1, len(names)), step=1,
                                              label="single-adapter columns")
             with gr.Row():
-                router_plot = gr.Plot(label="Router", elem_id="router-chart", scale=3)
-                weights_html = gr.HTML("<p><i>Type a prompt and press Run (or Route only).</i></p>", elem_id="weights")
+                with gr.Column(scale=3, min_width=360):  # narrow screens: the weights wrap below the chart
+                    router_plot = gr.Plot(label="Router", elem_id="router-chart")
+                with gr.Column(scale=2, min_width=280):
+                    weights_html = gr.HTML("<p><i>Type a prompt and press Run (or Route only).</i></p>",
+                                           elem_id="weights")
             run_prompt = gr.Markdown("", elem_id="run-prompt")
             last_run = gr.State(None)  # the settings the answers on screen were produced with
             go = gr.Number(0, visible=False)  # Run and Enter bump it; its change event is the run
             with gr.Row(equal_height=True):
-                with gr.Column():
+                with gr.Column(min_width=COLUMN_MIN):
                     out_base = gr.Textbox(label="Base model", lines=12, elem_id="out-base", interactive=False)
                     t_base = gr.Markdown(elem_classes="col-timing")
                 single_boxes, single_cols = [], []
                 for i in range(MAX_SINGLES):
-                    with gr.Column(visible=i < min(1, len(names))) as col:
+                    with gr.Column(visible=i < min(1, len(names)), min_width=COLUMN_MIN) as col:
                         box = gr.Textbox(label="Top single adapter", lines=12, interactive=False,
                                          elem_id="out-single" if i == 0 else f"out-single-{i + 1}",
                                          elem_classes="out-extra")
                         t_box = gr.Markdown(elem_classes="col-timing")
                     single_boxes += [box, t_box]
                     single_cols.append(col)
-                with gr.Column():
+                with gr.Column(min_width=COLUMN_MIN):
                     out_fused = gr.Textbox(label="DLP fused", lines=12, elem_id="out-fused", interactive=False)
                     t_fused = gr.Markdown(elem_classes="col-timing")
             with gr.Column(elem_id="timing"):

@@ -17,28 +17,33 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
 
 def router_chart(probs: dict[str, float], selected: dict[str, float], colors: dict[str, str],
                  top_p: float) -> go.Figure:
-    """Sorted probabilities in each adapter's colour; kept adapters solid and labelled with their
-    fusion weight, the rest faded; the cumulative line shows where the top-p cut falls."""
+    """Sorted probabilities as horizontal bars (labels stay readable on a phone), each in its adapter's
+    colour; kept adapters solid and labelled with their fusion weight, the rest faded; the cumulative
+    line shows where the top-p cut falls."""
     names = sorted(probs, key=lambda n: -probs[n])
     values = [probs[n] for n in names]
     cumulative = [sum(values[: i + 1]) for i in range(len(values))]
+    labels = [("base (no adapter)" if n == "base" else n) for n in names]
     fig = go.Figure()
     fig.add_bar(
-        x=names, y=values, name="router probability",
+        y=labels, x=values, orientation="h", name="router probability",
         marker=dict(color=[colors.get(n, BASE_COLOR if n == "base" else "#888888") for n in names],
                     opacity=[1.0 if n in selected else 0.28 for n in names],
                     line=dict(color=["#111" if n in selected else "rgba(0,0,0,0)" for n in names], width=2)),
-        text=[f"p={probs[n]:.2f}<br><b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
+        text=[f"p={probs[n]:.2f} · <b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
         textposition="outside", cliponaxis=False,
-        hovertemplate="%{x}: p=%{y:.3f}<extra></extra>",
+        hovertemplate="%{y}: p=%{x:.3f}<extra></extra>",
     )
-    fig.add_scatter(x=names, y=cumulative, mode="lines+markers", name="cumulative p",
-                    line=dict(color="#555", dash="dot"), hovertemplate="cumulative %{y:.3f}<extra></extra>")
-    fig.add_hline(y=top_p, line=dict(color="#c0392b", dash="dash"),
-                  annotation_text=f"top-p = {top_p:.2f}", annotation_position="bottom right")
-    fig.update_yaxes(range=[0, 1.12], title="probability", gridcolor="#eee")
+    fig.add_scatter(y=labels, x=cumulative, mode="lines+markers", name="cumulative p",
+                    line=dict(color="#555", dash="dot"), hovertemplate="cumulative %{x:.3f}<extra></extra>")
+    fig.add_vline(x=top_p, line=dict(color="#c0392b", dash="dash"),
+                  annotation_text=f"top-p {top_p:.2f}", annotation_position="top")
+    fig.update_xaxes(range=[0, 1.45], gridcolor="#eee", tickvals=[0, 0.25, 0.5, 0.75, 1])
+    fig.update_yaxes(autorange="reversed", automargin=True)
     kept = ", ".join(selected) or "none"
-    return _layout(fig, f"Router: kept {len(selected)} of {len(names)} ({kept})", 340)
+    fig = _layout(fig, f"Router: kept {len(selected)} of {len(names)} ({kept})", 110 + 30 * len(names))
+    fig.update_layout(legend=dict(orientation="h", y=-0.12, yanchor="top", x=0))
+    return fig
 
 
 def timing_chart(columns: list[dict], bench_ratio: float | None = None) -> go.Figure:

@@ -141,6 +141,18 @@ class RowStreamer(BaseStreamer):
                            done, finished)
 
 
+def stop_ids(tokenizer) -> set[int]:
+    """EOS, plus the chat markers that can only mean the answer is over: a fused model sometimes skips
+    ``<|im_end|>`` and opens a new turn (``<|im_start|>system...``) instead of stopping."""
+    eos = tokenizer.eos_token_id
+    ids = {eos} if isinstance(eos, int) else set(eos or [])
+    for marker in ("<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>"):
+        tid = tokenizer.convert_tokens_to_ids(marker)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tokenizer.convert_ids_to_tokens(tid) == marker:
+            ids.add(tid)
+    return ids
+
+
 class CancelFlag(StoppingCriteria):
     """Ends ``generate`` at the next token once ``event`` is set: a stopped or abandoned run frees the
     CPU and its queue slot at once instead of decoding to the end unseen."""
@@ -161,8 +173,7 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
     this iterator early (a client went away, the UI cancelled the event) sets it too."""
     cancel = cancel or threading.Event()
     updates: queue.Queue = queue.Queue()
-    eos = tokenizer.eos_token_id
-    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    eos_ids = stop_ids(tokenizer)
     streamer = RowStreamer(tokenizer, input_ids.shape[0], eos_ids, updates, every)
     processors = LogitsProcessorList()
     if options.temperature > 0:
