@@ -46,6 +46,9 @@ def router_data(labels: list[str], per_task: int) -> tuple[list[tuple[str, objec
 
 
 _TEST_CLAUSE = re.compile(r"\s*It should pass this test: .*$", re.S)
+_CODE_ASK = re.compile(r"Write a (?:python )?function (?:to|that) (.+)$", re.I | re.S)
+_CODE_ASKS = ["how do I {x} in python?", "Can you give me Python code to {x}?", "python code to {x}",
+              "I need a script that can {x}.", "Show me how to {x} with Python.", "What's the Python for: {x}"]
 
 
 def views(prompt: str) -> list[str]:
@@ -56,6 +59,10 @@ def views(prompt: str) -> list[str]:
 
     bare = _TEST_CLAUSE.sub("", prompt)
     out = [prompt, bare] if bare != prompt and bare.strip() else [prompt]
+    ask = _CODE_ASK.search(bare)
+    if ask:  # MBPP always says "Write a function to ..."; people also ask "how do I ... in python"
+        rest = ask.group(1).rstrip(".")
+        out.append(_CODE_ASKS[_bucket("ask:" + prompt) % len(_CODE_ASKS)].format(x=rest))
     if _bucket("lower:" + prompt) < 25:
         out.append(out[-1].lower())
     return out

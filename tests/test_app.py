@@ -75,7 +75,10 @@ def test_manual_mix(tiny_app_url):
     from gradio_client.exceptions import AppError
 
     client = Client(tiny_app_url, verbose=False)
-    base, _, mixed, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0.5, 0.0, 0.5, api_name="/manual")
+    # sliders: base (no adapter), then the adapters
+    base, _, mixed, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0.0, 0.5, 0.0, 0.5, api_name="/manual")
     assert base and mixed
+    only_base, _, same, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 1.0, 0.0, 0.0, 0.0, api_name="/manual")
+    assert _value(same) == _value(only_base)  # all weight on "base": the base model's answer
     with pytest.raises(AppError, match="All weights are 0"):
-        client.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, api_name="/manual")
+        client.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, 0, api_name="/manual")

@@ -38,6 +38,9 @@ def test_type_run_and_see_everything(tiny_app_url):
             expect(page.locator("#timing")).to_contain_text("decode tok/s", timeout=30_000)
             expect(page.locator("#timing .js-plotly-plot")).to_be_visible(timeout=30_000)
             expect(page.get_by_text("tok/s ·").first).to_be_visible()
+            expect(page.locator("#export")).to_be_visible(timeout=30_000)  # the run record, once the run is done
+            expect(page.locator("#diff")).to_contain_text("vs base model")
+            expect(page.locator("#run-prompt")).to_contain_text("sum of two and three apples")
             SHOT.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOT / "browser_compare.png"), full_page=True)
 
@@ -75,5 +78,19 @@ def test_a_new_run_replaces_the_one_on_screen(tiny_app_url):
             page.locator("#top-p input[type=number]").fill("0.3")
             page.locator("#top-p input[type=number]").press("Enter")
             expect(page.get_by_text("Preview only").first).to_be_visible(timeout=15_000)
+        finally:
+            browser.close()
+
+
+def test_address_prefills_the_form(tiny_app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(tiny_app_url + "?prompt=translate%20the%20food%20review&top_p=0.5", wait_until="load")
+            expect(page.locator("#prompt textarea")).to_have_value("translate the food review", timeout=30_000)
+            expect(page.locator("#top-p input[type=number]")).to_have_value("0.5")
         finally:
             browser.close()

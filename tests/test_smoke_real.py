@@ -50,13 +50,11 @@ def test_compare_on_the_real_model(real_engine):
 
 def test_every_shipped_adapter_and_router_is_small():
     m = load_manifest()
-    for spec in m.adapters:
-        from pathlib import Path
-
+    for spec in m.adapters:  # a git push to a Space refuses files over 10 MB
         size = (Path(spec.location) / "adapter_model.safetensors").stat().st_size
-        assert size <= 4 * 2**20, spec.name
+        assert size <= 6 * 2**20, spec.name
         assert (Path(spec.location) / "README.md").is_file()
-    assert (m.router_path / "router.safetensors").stat().st_size <= 25 * 2**20
+    assert (m.router_path / "router.safetensors").stat().st_size < 10 * 2**20
     assert json.loads((m.router_path / "router_config.json").read_text())["labels"] == ["base", *m.names]
 
 

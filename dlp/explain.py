@@ -1,0 +1,85 @@
+"""Why the router chose what it chose, and where the adapters changed the answer.
+
+- :func:`word_occlusion`: drop one word, route again (the router takes under a millisecond), and
+  see how much the kept adapters' probability falls: the words that moved the router.
+- :func:`word_diff`: a word-level diff of two answers (what an adapter column changed).
+- :func:`token_gain`: one teacher-forced pass over an answer under the base model and under the
+  mixture that wrote it; per token, how much more likely the mixture made it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+import torch
+
+MAX_WORDS = 200  # occlusion routes once per word; longer prompts are explained on their first words
+
+_WORD = re.compile(r"\S+")
+
+
+def word_occlusion(probs_of, prompt: str, kept: list[str]) -> list[tuple[str, float]]:
+    """(word, score) in prompt order; score = drop of the kept adapters' total probability when the word
+    is removed (positive: the word pulled the router towards them). ``probs_of(text) -> {name: p}``."""
+    words = _WORD.findall(prompt)[:MAX_WORDS]
+    if not words or not kept:
+        return [(w, 0.0) for w in words]
+    full = sum(probs_of(" ".join(words)).get(k, 0.0) for k in kept)
+    out = []
+    for i, w in enumerate(words):
+        rest = " ".join(words[:i] + words[i + 1 :]) or "."
+        out.append((w, full - sum(probs_of(rest).get(k, 0.0) for k in kept)))
+    return out
+
+
+def top_words(scores: list[tuple[str, float]], n: int = 5) -> list[tuple[str, float]]:
+    seen, out = set(), []
+    for w, s in sorted(scores, key=lambda ws: -ws[1]):
+        key = w.lower().strip(".,:;!?\"'()")
+        if s > 0 and key not in seen:
+            seen.add(key)
+            out.append((w, s))
+        if len(out) == n:
+            break
+    return out
+
+
+def word_diff(reference: str, text: str) -> list[tuple[str, str | None]]:
+    """``text`` as (chunk, label) pairs: label "+" for words not in ``reference``, None for shared ones;
+    words only in ``reference`` appear as ("-" label) so a reader sees what was dropped."""
+    a, b = _WORD.findall(reference), _WORD.findall(text)
+    out: list[tuple[str, str | None]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append((" ".join(b[j1:j2]) + " ", None))
+        else:
+            if i2 > i1:
+                out.append((" ".join(a[i1:i2]) + " ", "-"))
+            if j2 > j1:
+                out.append((" ".join(b[j1:j2]) + " ", "+"))
+    return out
+
+
+@torch.inference_mode()
+def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float]) -> list[tuple[str, float]]:
+    """(token text, log p_mixture - log p_base) for each answer token: one batched forward of two rows."""
+    from .fusion import build_plan, fused_layers
+
+    tok = engine.tokenizer
+    ids, mask = engine.encode([prompt])
+    answer_ids = tok(answer, add_special_tokens=False, return_tensors="pt")["input_ids"].to(engine.device)
+    if answer_ids.shape[1] == 0:
+        return []
+    full = torch.cat([ids, answer_ids], dim=1).repeat(2, 1)  # (2, T)
+    attn = torch.cat([mask, torch.ones_like(answer_ids)], dim=1).repeat(2, 1)
+    plan = build_plan(fused_layers(engine.model), [{}, engine.check_mixture(mixture)], engine.device)
+    with plan.applied():
+        logits = engine.model(input_ids=full, attention_mask=attn).logits.float()  # (2, T, V)
+    start = ids.shape[1]
+    logp = torch.log_softmax(logits[:, start - 1 : -1], dim=-1)  # predictions for the answer tokens
+    picked = logp.gather(-1, answer_ids.repeat(2, 1)[..., None])[..., 0]  # (2, n)
+    gain = (picked[1] - picked[0]).tolist()
+    pieces = [tok.decode(answer_ids[0, : i + 1]) for i in range(answer_ids.shape[1])]
+    texts = [pieces[0]] + [pieces[i][len(pieces[i - 1]) :] for i in range(1, len(pieces))]
+    return list(zip(texts, gain))

@@ -1,0 +1,33 @@
+"""Explanations: which words moved the router, what a column changed, which tokens the adapters wrote."""
+
+import pytest
+
+from dlp.explain import token_gain, top_words, word_diff, word_occlusion
+
+
+def test_occlusion_finds_the_word_that_moved_the_router():
+    def probs_of(text):
+        p = 0.9 if "python" in text.split() else 0.2
+        return {"code": p, "base": 1 - p}
+
+    scores = word_occlusion(probs_of, "please write python code", ["code"])
+    assert [w for w, _ in scores] == ["please", "write", "python", "code"]
+    assert dict(scores)["python"] == pytest.approx(0.7)
+    assert dict(scores)["please"] == pytest.approx(0.0)
+    assert top_words(scores)[0][0] == "python"
+
+
+def test_word_diff_marks_added_and_dropped_words():
+    out = word_diff("the cat sat on the mat", "the dog sat on the mat today")
+    assert ("cat ", "-") in out and ("dog ", "+") in out and ("today ", "+") in out
+    assert "".join(t for t, label in out if label != "-").split() == "the dog sat on the mat today".split()
+    assert word_diff("same words", "same words") == [("same words ", None)]
+
+
+def test_token_gain_is_zero_for_base_and_moves_with_an_adapter(tiny_engine):
+    text = "two three apples"
+    flat = token_gain(tiny_engine, "what is the sum", text, {"base": 1.0})
+    assert "".join(t for t, _ in flat).strip() == text
+    assert all(abs(g) < 1e-4 for _, g in flat)
+    moved = token_gain(tiny_engine, "what is the sum", text, {"alpha": 1.0})
+    assert len(moved) == len(flat) and max(abs(g) for _, g in moved) > 1e-3

@@ -1,0 +1,1 @@
+"""The Gradio page, one module per tab; ``app.py`` composes them."""

@@ -1,0 +1,115 @@
+"""Helpers every tab shares: run bookkeeping per visitor, messages, and small HTML/Markdown renderings."""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+from pathlib import Path
+
+import gradio as gr
+
+from dlp.engine import RouteResult
+from dlp.errors import DLPError
+from dlp.generation import GenerationOptions
+
+RUNS: dict[str, threading.Event] = {}  # session -> the cancel flag of its run on screen (one run per visitor)
+
+
+def new_run(request: gr.Request | None) -> threading.Event:
+    """A fresh cancel flag for this visitor's run; a run still going for the same visitor is stopped."""
+    key = getattr(request, "session_hash", None) or "anonymous"
+    old = RUNS.get(key)
+    if old is not None:
+        old.set()
+    RUNS[key] = threading.Event()
+    return RUNS[key]
+
+
+def cancel_run(request: gr.Request = None) -> None:
+    """Stop: the generate thread ends within a token and the partial text stays on screen."""
+    event = RUNS.get(getattr(request, "session_hash", None) or "anonymous")
+    if event is not None:
+        event.set()
+
+
+def message(exc: Exception) -> str:
+    if isinstance(exc, DLPError):
+        return str(exc)
+    return f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are kept; try again."
+
+
+def run_line(prompt: str, settings: dict) -> str:
+    text = " ".join(prompt.split())
+    text = text if len(text) <= 160 else text[:159] + "…"
+    parts = [f"top-p {settings['top_p']:.2f}"]
+    if settings["top_k"]:
+        parts.append(f"top-k {settings['top_k']}")
+    parts += [settings["weighting"], f"temperature {settings['temperature']:.2f}", f"seed {settings['seed']}",
+              f"max {settings['max_new_tokens']} tokens"]
+    return f"**On screen:** “{html.escape(text)}” · " + " · ".join(parts)
+
+
+def stale_note(prompt: str, top_p, top_k, weighting, last_run: dict | None) -> str:
+    """Said plainly when the chart previews settings the answers below were not produced with."""
+    if not last_run:
+        return ""
+    now = {"prompt": (prompt or "").strip(), "top_p": round(float(top_p), 4), "top_k": int(top_k or 0),
+           "weighting": weighting}
+    then = {k: last_run.get(k) for k in now}
+    then["top_p"] = round(float(then["top_p"] or 0), 4)
+    if now == then:
+        return ""
+    return ("<div class='stale'>Preview only: the answers below come from the earlier run (see “On screen”). "
+            "Press <b>Run</b> to generate with these settings.</div>")
+
+
+def weights_html(route: RouteResult, colors: dict[str, str]) -> str:
+    rows = "".join(
+        f"<tr><td><span style='color:{colors.get(n, '#888')}'>&#9632;</span> "
+        f"{html.escape(n) if n != 'base' else 'base (no adapter)'}</td>"
+        f"<td>{route.probs[n]:.3f}</td><td><b>{w:.3f}</b></td>"
+        f"<td><div style='background:{colors.get(n, '#888')};height:10px;width:{int(w * 70)}px'></div></td></tr>"
+        for n, w in route.selected.items()
+    )
+    return (f"<p><b>Fusion weights as applied</b> (top-p {route.top_p:.2f}"
+            f"{f', top-k {route.top_k}' if route.top_k else ''}, {route.mode}) · router {route.router_ms:.2f} ms</p>"
+            f"<table class='weights-table'><tr><th>adapter</th><th>p</th><th>weight</th><th></th></tr>{rows}</table>")
+
+
+def timing_line(t: dict) -> str:
+    return (f"first token {t['ttft_ms']:.0f} ms · {t['tokens_per_s']:.1f} tok/s · {t['tokens']} tokens · "
+            f"total {t['total_ms'] / 1000:.2f} s")
+
+
+def timing_table(columns: list[dict]) -> str:
+    head = "| column | router ms | set-up ms | prefill ms | decode tok/s | tokens | total ms |\n|---|---|---|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {c['label']} | {c['timing']['router_ms']:.2f} | {c['timing']['setup_ms']:.2f} | {c['timing']['prefill_ms']:.0f} | "
+        f"{c['timing']['tokens_per_s']:.1f} | {c['timing']['tokens']} | {c['timing']['total_ms']:.0f} |" for c in columns)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def user_error(exc: Exception) -> gr.Error:
+    return gr.Error(message(exc))
+
+
+def parse_options(temperature, max_new_tokens, seed) -> GenerationOptions:
+    try:
+        return GenerationOptions(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                                 seed=int(seed or 0))
+    except (TypeError, ValueError):
+        raise DLPError("max new tokens and seed must be whole numbers, temperature a number") from None
+
+
+def parse_top_k(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        raise DLPError(f"top-k must be a whole number, got {value!r}") from None

@@ -1,0 +1,265 @@
+"""The Compare tab: route once, then base | single adapter(s) | DLP fused streaming side by side, with
+what changed, why the router chose it, and a run record to download."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from dlp.charts import router_chart, timing_chart
+from dlp.explain import token_gain, top_words, word_diff, word_occlusion
+
+from .common import (cancel_run, message, new_run, parse_options, parse_top_k, run_line, stale_note, timing_line,
+                     timing_table, user_error, weights_html)
+
+MAX_SINGLES = 3
+COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
+_EXPORTS = Path(tempfile.mkdtemp(prefix="dlp-runs-"))
+
+
+def _file_id(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "?"
+
+
+def _scaled(pairs: list[tuple[str, float]], cap: float) -> list[tuple[str, float]]:
+    """Scores into [-1, 1] for HighlightedText's shading."""
+    return [(t, max(-1.0, min(1.0, s / cap)) if cap > 0 else 0.0) for t, s in pairs]
+
+
+def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Blocks) -> SimpleNamespace:
+    """Lay out the tab and wire its events; returns the shared controls (the Manual mix tab reads them)."""
+    manifest, d = engine.manifest, engine.manifest.defaults
+    names = engine.names
+    examples = [ex for a in manifest.adapters for ex in a.examples[:1]] + list(manifest.mixed_examples)
+
+    def explain_route(route) -> tuple[list, str]:
+        kept = [n for n in route.selected if n != "base"] or list(route.selected)
+        names_now = engine.routing.names
+        scores = word_occlusion(lambda t: dict(zip(names_now, engine.routing.probs(t)[0].tolist())), route.prompt, kept)
+        cap = max((abs(s) for _, s in scores), default=0.0)
+        best = ", ".join(f"**{w}** ({s:+.2f})" for w, s in top_words(scores))
+        return _scaled(scores, cap), (f"Words that pulled the router towards **{', '.join(kept)}** (drop in their "
+                                      f"probability when the word is removed): {best or 'none stands out'}.")
+
+    # ---- handlers ------------------------------------------------------------------------------
+    def route_only(prompt, top_p, top_k, weighting, last_run=None):
+        """Routing only (no generation), so moving top-p updates the chart at once."""
+        if not (prompt or "").strip():
+            return gr.skip(), gr.skip()
+        try:
+            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting)
+        except Exception as exc:  # noqa: BLE001
+            gr.Warning(message(exc))
+            return gr.skip(), gr.skip()
+        note = stale_note(prompt, top_p, top_k, weighting, last_run)
+        return router_chart(route.probs, route.selected, colors, route.top_p), weights_html(route, colors) + note
+
+    def route_button(prompt, top_p, top_k, weighting, last_run=None):
+        if not (prompt or "").strip():
+            gr.Warning("The prompt is empty: type a question, or pick one of the examples")
+            return gr.skip(), gr.skip()
+        return route_only(prompt, top_p, top_k, weighting, last_run)
+
+    def compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, cancel=None):
+        """The 14 Compare outputs per streamed update (chart, weights, base, 3 singles, fused, timing)."""
+        options = parse_options(temperature, max_new_tokens, seed)
+        first = True
+        for update in engine.compare(prompt, float(top_p), parse_top_k(top_k), int(n_single), options, weighting,
+                                     every=2, cancel=cancel):
+            cols = update.as_dict()["columns"]
+            base, singles, fused = cols[0], cols[1:-1], cols[-1]
+            boxes = []
+            for i in range(MAX_SINGLES):
+                boxes += ([gr.Textbox(value=singles[i]["text"], label=singles[i]["label"]),
+                           timing_line(singles[i]["timing"])] if i < len(singles) else ["", ""])
+            visible = [gr.Column(visible=i < len(singles)) for i in range(MAX_SINGLES)]
+            done = update.state.finished
+            show = first or done  # the chart on the first and the last update (API callers read the last)
+            chart = router_chart(update.route.probs, update.route.selected, colors, update.route.top_p) \
+                if show else gr.skip()
+            stopped = " (stopped)" if done and update.state.cancelled else ""
+            first = False
+            yield [chart, weights_html(update.route, colors) if show else gr.skip(), base["text"],
+                   timing_line(base["timing"]) + stopped, *boxes, *visible,
+                   gr.Textbox(value=fused["text"], label=fused["label"]), timing_line(fused["timing"]) + stopped,
+                   timing_table(cols), timing_chart(cols, bench_ratio) if done else gr.skip()], update
+
+    def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single):
+        """The API endpoint: errors are raised, as API callers expect."""
+        try:
+            for outs, _ in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single):
+                yield outs
+        except Exception as exc:  # noqa: BLE001
+            raise user_error(exc) from None
+
+    def insights(update, settings) -> list:
+        """After a run: word diffs, the fused answer shaded by what the adapters added, the run record."""
+        cols = update.as_dict()["columns"]
+        base, singles, fused = cols[0], cols[1:-1], cols[-1]
+        diffs = []
+        for i in range(MAX_SINGLES):
+            if i < len(singles):
+                diffs.append(gr.HighlightedText(value=word_diff(base["text"], singles[i]["text"]), visible=True,
+                                                label=f"{singles[i]['label']} vs base model"))
+            else:
+                diffs.append(gr.HighlightedText(value=None, visible=False))
+        ref = singles[0] if singles else base
+        diffs.append(gr.HighlightedText(value=word_diff(ref["text"], fused["text"]), visible=True,
+                                        label=f"DLP fused vs {ref['label']}"))
+        adapters = {n: w for n, w in fused["mixture"].items() if n != "base"}
+        if adapters and fused["text"].strip():
+            gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"])
+            gain_view = gr.HighlightedText(value=_scaled(gains, 3.0), visible=True)
+            gain_note = ("Each token of the fused answer, shaded by how much more likely the fused model made it than "
+                         "the base model did (red: the adapters wrote it; blue: the base model preferred it; one "
+                         "teacher-forced pass of both).")
+        else:
+            gain_view = gr.HighlightedText(value=None, visible=False)
+            gain_note = "The router kept only **base**: the fused answer is the base model's own."
+        record = {
+            "prompt": update.route.prompt, "settings": {k: v for k, v in settings.items() if k != "prompt"},
+            "route": update.route.as_dict(),
+            "columns": [{k: c[k] for k in ("key", "label", "mixture", "text", "timing")} for c in cols],
+            "versions": {"base": f"{manifest.base_name} ({engine.base.source.describe()})",
+                         "adapters": {n: _file_id(a.folder / "adapter_model.safetensors") for n, a in engine.adapters.items()},
+                         "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None},
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        path = Path(tempfile.mkdtemp(dir=_EXPORTS)) / "dlp-run.json"
+        path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+        return [*diffs, gain_view, gain_note, gr.DownloadButton(value=str(path), visible=True)]
+
+    def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
+                       request: gr.Request):
+        """The page: one run per visitor (a new Run stops the old one), errors as one message with the
+        outputs left as they were, and the run's prompt and settings shown above its answers."""
+        cancel = new_run(request)
+        settings = {"prompt": (prompt or "").strip(), "top_p": top_p, "top_k": top_k, "weighting": weighting,
+                    "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens}
+        skip_extra = [gr.skip()] * (len(extra_outputs))
+        try:
+            first, last = True, None
+            for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
+                                               n_single, cancel):
+                if first:
+                    settings["top_k"] = update.route.top_k
+                    why, why_md = explain_route(update.route)
+                    yield [*outs, run_line(settings["prompt"], settings), settings, why, why_md, *skip_extra]
+                else:
+                    yield [*outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip_extra]
+                first, last = False, update
+            if last is not None:
+                yield [*[gr.skip()] * (len(outputs) + 4), *insights(last, settings)]
+        except Exception as exc:  # noqa: BLE001
+            gr.Warning(message(exc))
+            yield [gr.skip()] * (len(outputs) + 4 + len(extra_outputs))
+
+    def prefill(request: gr.Request):
+        """``?prompt=...&top_p=...`` in the page's address fills the form (shareable runs)."""
+        q = dict(request.query_params) if request else {}
+        try:
+            p = float(q["top_p"]) if "top_p" in q else None
+        except ValueError:
+            p = None
+        return (q.get("prompt", gr.skip()) or gr.skip(),
+                p if p is not None and 0 < p <= 1 else gr.skip())
+
+    # ---- layout --------------------------------------------------------------------------------
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=4, elem_id="prompt",
+                                info=f"Up to {d.max_prompt_tokens:,} tokens (about {3 * d.max_prompt_tokens:,} "
+                                     f"characters); longer prompts are refused, never cut.",
+                                placeholder="Ask a math question, ask for a Python function, a French translation, "
+                                            "a review's sentiment, a science quiz answer, or paste a passage or an "
+                                            "abstract… or just say hello.")
+            with gr.Row():
+                run = gr.Button("Run", variant="primary", elem_id="run")
+                stop = gr.Button("Stop", elem_id="stop")
+                route_btn = gr.Button("Route only", elem_id="route")
+            gr.Examples(examples=[[e] for e in examples], inputs=[prompt],
+                        label="Examples: one per adapter, then two-skill and everyday prompts")
+        with gr.Column(scale=2):
+            with gr.Accordion("Advanced", open=True):
+                top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
+                top_k = gr.Number(value=d.top_k, precision=0, minimum=0, maximum=len(names) + 1,
+                                  label="top-k (0 = no cap)")
+                weighting = gr.Radio(["renorm", "softmax"], value="renorm", label="fusion weighting")
+                temperature = gr.Slider(0.0, 1.5, value=d.temperature, step=0.05, label="temperature (0 = greedy)")
+                max_new_tokens = gr.Slider(1, 512, value=d.max_new_tokens, step=1, label="max new tokens")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="seed (every column samples alike)")
+                n_single = gr.Slider(0, min(MAX_SINGLES, len(names)), value=min(1, len(names)), step=1,
+                                     label="single-adapter columns")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=360):  # narrow screens: the weights wrap below the chart
+            router_plot = gr.Plot(label="Router", elem_id="router-chart")
+        with gr.Column(scale=2, min_width=280):
+            weights = gr.HTML("<p><i>Type a prompt and press Run (or Route only).</i></p>", elem_id="weights")
+    with gr.Accordion("Why this route", open=False, elem_id="router-why"):
+        why = gr.HighlightedText(label="Prompt words shaded by how much they moved the router", show_legend=False,
+                                 combine_adjacent=False)
+        why_md = gr.Markdown("")
+    run_prompt = gr.Markdown("", elem_id="run-prompt")
+    last_run = gr.State(None)  # the settings the answers on screen were produced with
+    go = gr.Number(0, visible=False)  # Run bumps it; its change event is the run
+    with gr.Row(equal_height=True):
+        with gr.Column(min_width=COLUMN_MIN):
+            out_base = gr.Textbox(label="Base model", lines=12, elem_id="out-base", interactive=False)
+            t_base = gr.Markdown(elem_classes="col-timing")
+        single_boxes, single_cols = [], []
+        for i in range(MAX_SINGLES):
+            with gr.Column(visible=i < min(1, len(names)), min_width=COLUMN_MIN) as col:
+                box = gr.Textbox(label="Top single adapter", lines=12, interactive=False,
+                                 elem_id="out-single" if i == 0 else f"out-single-{i + 1}", elem_classes="out-extra")
+                single_boxes += [box, gr.Markdown(elem_classes="col-timing")]
+            single_cols.append(col)
+        with gr.Column(min_width=COLUMN_MIN):
+            out_fused = gr.Textbox(label="DLP fused", lines=12, elem_id="out-fused", interactive=False)
+            t_fused = gr.Markdown(elem_classes="col-timing")
+    with gr.Accordion("What changed", open=True, elem_id="diff"):
+        gr.Markdown("Green: words a column added against its reference; red: words it dropped.")
+        diff_map = {"+": "#b7f0c0", "-": "#ffc9c9"}
+        diffs = [gr.HighlightedText(visible=False, color_map=diff_map, show_legend=False) for _ in range(MAX_SINGLES + 1)]
+        gain = gr.HighlightedText(label="Where the adapters changed the fused answer", visible=False,
+                                  show_legend=False, elem_id="token-gain")
+        gain_md = gr.Markdown("")
+        export = gr.DownloadButton("Download this run (JSON)", visible=False, elem_id="export")
+    with gr.Column(elem_id="timing"):
+        timing_md = gr.Markdown("")
+        timing_plot = gr.Plot(label="Timing")
+
+    # ---- events --------------------------------------------------------------------------------
+    route_inputs = [prompt, top_p, top_k, weighting]
+    outputs = [router_plot, weights, out_base, t_base, *single_boxes, *single_cols, out_fused, t_fused, timing_md,
+               timing_plot]
+    extra_outputs = [*diffs, gain, gain_md, export]
+    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single]
+    # One run per visitor: Run first stops the run on screen (its thread ends within a token), then starts
+    # the new one; Stop keeps the partial text. The API endpoint below raises errors instead.
+    run_evt = go.change(run_compare_ui, run_inputs, [*outputs, run_prompt, last_run, why, why_md, *extra_outputs],
+                        api_name=False, show_progress="minimal")
+    for trigger in (run.click, prompt.submit):
+        trigger(cancel_run, None, None, cancels=[run_evt], queue=False, api_name=False) \
+            .then(lambda n: (n or 0) + 1, go, go, queue=False, api_name=False)
+    stop.click(cancel_run, None, None, cancels=[run_evt], queue=False, api_name=False)
+    gr.Button(visible=False).click(run_compare, run_inputs, outputs, api_name="compare")
+    gr.Button(visible=False).click(route_only, route_inputs, [router_plot, weights], api_name="route")
+    n_single.change(lambda n: [gr.Column(visible=i < int(n)) for i in range(MAX_SINGLES)], n_single, single_cols,
+                    api_name=False, show_progress="hidden")
+    route_btn.click(route_button, [*route_inputs, last_run], [router_plot, weights], api_name=False)
+    for control in (top_p, weighting):
+        control.change(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False,
+                       concurrency_limit=4, show_progress="hidden", trigger_mode="always_last")
+    top_k.submit(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False)
+    demo.load(prefill, None, [prompt, top_p], api_name=False)
+    return SimpleNamespace(top_p=top_p, top_k=top_k, weighting=weighting, temperature=temperature,
+                           max_new_tokens=max_new_tokens, seed=seed)

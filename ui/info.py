@@ -1,0 +1,63 @@
+"""The reading tabs: the loaded adapters with their cards, the evaluation results, and the method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from dlp.charts import results_chart, two_skill_chart
+
+METHOD = r"""
+### How DLP-LoRA works
+1. **Sentence-level routing.** A mini-MLP router (~5M parameters, no language model inside) reads the whole
+   prompt once and gives a probability for every loaded LoRA adapter, and for **base** (no adapter: the
+   right answer for "hello" or "tell me a joke").
+2. **Top-p selection.** Adapters are sorted by probability and the smallest set whose probabilities sum to at
+   least *p* is kept (always at least one; *top-k* caps the count). A two-skill prompt ("write Python code
+   that solves this word problem") splits the probability, so both adapters are kept.
+3. **Fusion for the whole answer.** The kept probabilities are renormalized into weights *w*, and every adapted
+   layer computes, for every generated token,
+
+   $$y = W x + \sum_i w_i \,\frac{\alpha_i}{r_i}\, B_i A_i x$$
+
+   *base* is a zero LoRA: kept beside adapters, its weight scales their contribution down.
+   In this demo the base, single-adapter and fused answers are rows of **one batch**: each row carries its own
+   mixture, so they stream side by side from a single forward pass per token.
+
+Papers: [DLP-LoRA (arXiv 2410.01497)](https://arxiv.org/abs/2410.01497) ·
+[Mixture-of-LoRAs (arXiv 2403.03432)](https://arxiv.org/abs/2403.03432).
+The *softmax* weighting option reproduces the original repository's code (a softmax over the kept
+probabilities, which flattens the weights); *renorm* follows the paper's text.
+"""
+
+
+def adapters_tab(engine) -> None:
+    rows = []
+    for a in engine.manifest.adapters:
+        info = engine.adapters.get(a.name)
+        rows.append([a.name, a.task, info.rank if info else "-", ", ".join(info.targets) if info else "-",
+                     f"{info.size_bytes / 1e6:.2f} MB" if info else "-", a.description])
+    gr.Dataframe(rows, headers=["name", "task", "rank", "targets", "size", "description"], interactive=False, wrap=True)
+    for a in engine.manifest.adapters:
+        info = engine.adapters.get(a.name)
+        with gr.Accordion(f"Card: {a.name}", open=False):
+            card = (info.folder / "README.md") if info else None
+            gr.Markdown(card.read_text(encoding="utf-8") if card and card.is_file() else "(no card)")
+
+
+def results_tab(folder: Path) -> None:
+    results_file, table_file = folder / "results.json", folder / "results.md"
+    if not results_file.is_file():
+        gr.Markdown("No evaluation yet: run `python -m dlp eval` to create `assets/eval/results.json`.")
+        return
+    results = json.loads(results_file.read_text())
+    gr.Markdown(table_file.read_text(encoding="utf-8") if table_file.is_file() else "")
+    gr.Plot(results_chart(results))
+    if results.get("two_skill"):
+        gr.Plot(two_skill_chart(results))
+
+
+def method_tab() -> None:
+    gr.Markdown(METHOD, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}])
