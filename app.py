@@ -30,6 +30,8 @@ CSS = """
 #run-prompt {font-size: 0.92em; color: #333}
 #timing table {display: block; overflow-x: auto; white-space: nowrap}
 #weights table {max-width: 100%}
+.shaded {white-space: pre-wrap; line-height: 1.7; padding: 6px 2px}
+.shaded span {border-radius: 3px}
 """
 
 

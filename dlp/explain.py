@@ -19,27 +19,30 @@ MAX_WORDS = 200  # occlusion routes once per word; longer prompts are explained 
 _WORD = re.compile(r"\S+")
 
 
-def word_occlusion(probs_of, prompt: str, kept: list[str]) -> list[tuple[str, float]]:
-    """(word, score) in prompt order; score = drop of the kept adapters' total probability when the word
-    is removed (positive: the word pulled the router towards them). ``probs_of(text) -> {name: p}``."""
+def word_occlusion(probs_of, prompt: str, kept: list[str]) -> list[tuple[str, float, str]]:
+    """(word, score, adapter) in prompt order: score is the largest drop of one kept adapter's probability
+    when the word is removed (positive: the word pulled the router towards that adapter).
+    ``probs_of(text) -> {name: p}``."""
     words = _WORD.findall(prompt)[:MAX_WORDS]
     if not words or not kept:
-        return [(w, 0.0) for w in words]
-    full = sum(probs_of(" ".join(words)).get(k, 0.0) for k in kept)
+        return [(w, 0.0, "") for w in words]
+    full = probs_of(" ".join(words))
     out = []
     for i, w in enumerate(words):
-        rest = " ".join(words[:i] + words[i + 1 :]) or "."
-        out.append((w, full - sum(probs_of(rest).get(k, 0.0) for k in kept)))
+        rest = probs_of(" ".join(words[:i] + words[i + 1 :]) or ".")
+        drops = {k: full.get(k, 0.0) - rest.get(k, 0.0) for k in kept}
+        best = max(drops, key=drops.get)
+        out.append((w, drops[best], best))
     return out
 
 
-def top_words(scores: list[tuple[str, float]], n: int = 5) -> list[tuple[str, float]]:
+def top_words(scores: list[tuple[str, float, str]], n: int = 5) -> list[tuple[str, float, str]]:
     seen, out = set(), []
-    for w, s in sorted(scores, key=lambda ws: -ws[1]):
+    for w, s, a in sorted(scores, key=lambda x: -x[1]):
         key = w.lower().strip(".,:;!?\"'()")
-        if s > 0 and key not in seen:
+        if s > 0.005 and key not in seen:
             seen.add(key)
-            out.append((w, s))
+            out.append((w, s, a))
         if len(out) == n:
             break
     return out

@@ -11,10 +11,11 @@ def test_occlusion_finds_the_word_that_moved_the_router():
         return {"code": p, "base": 1 - p}
 
     scores = word_occlusion(probs_of, "please write python code", ["code"])
-    assert [w for w, _ in scores] == ["please", "write", "python", "code"]
-    assert dict(scores)["python"] == pytest.approx(0.7)
-    assert dict(scores)["please"] == pytest.approx(0.0)
-    assert top_words(scores)[0][0] == "python"
+    assert [w for w, _, _ in scores] == ["please", "write", "python", "code"]
+    by_word = {w: (s, a) for w, s, a in scores}
+    assert by_word["python"] == (pytest.approx(0.7), "code")
+    assert by_word["please"][0] == pytest.approx(0.0)
+    assert top_words(scores) == [("python", pytest.approx(0.7), "code")]
 
 
 def test_word_diff_marks_added_and_dropped_words():

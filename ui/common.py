@@ -113,3 +113,14 @@ def parse_top_k(value) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         raise DLPError(f"top-k must be a whole number, got {value!r}") from None
+
+
+def shaded_html(pairs: list[tuple[str, float]], cap: float, elem_class: str = "shaded") -> str:
+    """Text as inline spans, red where the score is positive and blue where negative, |score| / cap as the
+    strength; the exact value is in each span's tooltip. Whitespace is kept, so it reads as prose."""
+    spans = []
+    for text, score in pairs:
+        a = min(1.0, abs(score) / cap) * 0.75 if cap > 0 else 0.0
+        rgb = "220,60,60" if score > 0 else "60,110,220"
+        spans.append(f"<span title='{score:+.3f}' style='background:rgba({rgb},{a:.2f})'>{html.escape(text)}</span>")
+    return f"<div class='{elem_class}'>{''.join(spans)}</div>"

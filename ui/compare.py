@@ -15,8 +15,8 @@ import gradio as gr
 from dlp.charts import router_chart, timing_chart
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 
-from .common import (cancel_run, message, new_run, parse_options, parse_top_k, run_line, stale_note, timing_line,
-                     timing_table, user_error, weights_html)
+from .common import (cancel_run, message, new_run, parse_options, parse_top_k, run_line, shaded_html, stale_note,
+                     timing_line, timing_table, user_error, weights_html)
 
 MAX_SINGLES = 3
 COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
@@ -30,25 +30,21 @@ def _file_id(path: Path) -> str:
         return "?"
 
 
-def _scaled(pairs: list[tuple[str, float]], cap: float) -> list[tuple[str, float]]:
-    """Scores into [-1, 1] for HighlightedText's shading."""
-    return [(t, max(-1.0, min(1.0, s / cap)) if cap > 0 else 0.0) for t, s in pairs]
-
-
 def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Blocks) -> SimpleNamespace:
     """Lay out the tab and wire its events; returns the shared controls (the Manual mix tab reads them)."""
     manifest, d = engine.manifest, engine.manifest.defaults
     names = engine.names
     examples = [ex for a in manifest.adapters for ex in a.examples[:1]] + list(manifest.mixed_examples)
 
-    def explain_route(route) -> tuple[list, str]:
+    def explain_route(route) -> tuple[str, str]:
         kept = [n for n in route.selected if n != "base"] or list(route.selected)
         names_now = engine.routing.names
         scores = word_occlusion(lambda t: dict(zip(names_now, engine.routing.probs(t)[0].tolist())), route.prompt, kept)
-        cap = max((abs(s) for _, s in scores), default=0.0)
-        best = ", ".join(f"**{w}** ({s:+.2f})" for w, s in top_words(scores))
-        return _scaled(scores, cap), (f"Words that pulled the router towards **{', '.join(kept)}** (drop in their "
-                                      f"probability when the word is removed): {best or 'none stands out'}.")
+        pairs = [(w + " ", s) for w, s, _ in scores]
+        best = ", ".join(f"**{w}** → {a} ({s:+.2f})" for w, s, a in top_words(scores))
+        return shaded_html(pairs, max((abs(s) for _, s in pairs), default=0.0)), (
+            f"Each word is shaded by how much the router's probability for a kept adapter "
+            f"(**{', '.join(kept)}**) falls when the word is removed. Most telling: {best or 'no single word stands out'}.")
 
     # ---- handlers ------------------------------------------------------------------------------
     def route_only(prompt, top_p, top_k, weighting, last_run=None):
@@ -118,12 +114,12 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         adapters = {n: w for n, w in fused["mixture"].items() if n != "base"}
         if adapters and fused["text"].strip():
             gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"])
-            gain_view = gr.HighlightedText(value=_scaled(gains, 3.0), visible=True)
+            gain_view = gr.HTML(value=shaded_html(gains, 3.0), visible=True)
             gain_note = ("Each token of the fused answer, shaded by how much more likely the fused model made it than "
                          "the base model did (red: the adapters wrote it; blue: the base model preferred it; one "
                          "teacher-forced pass of both).")
         else:
-            gain_view = gr.HighlightedText(value=None, visible=False)
+            gain_view = gr.HTML(value="", visible=False)
             gain_note = "The router kept only **base**: the fused answer is the base model's own."
         record = {
             "prompt": update.route.prompt, "settings": {k: v for k, v in settings.items() if k != "prompt"},
@@ -136,7 +132,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         }
         path = Path(tempfile.mkdtemp(dir=_EXPORTS)) / "dlp-run.json"
         path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-        return [*diffs, gain_view, gain_note, gr.DownloadButton(value=str(path), visible=True)]
+        return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True)]
 
     def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
                        request: gr.Request):
@@ -205,9 +201,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         with gr.Column(scale=2, min_width=280):
             weights = gr.HTML("<p><i>Type a prompt and press Run (or Route only).</i></p>", elem_id="weights")
     with gr.Accordion("Why this route", open=False, elem_id="router-why"):
-        why = gr.HighlightedText(label="Prompt words shaded by how much they moved the router", show_legend=False,
-                                 combine_adjacent=False)
-        why_md = gr.Markdown("")
+        why = gr.HTML("")
+        why_md = gr.Markdown("Run or route a prompt to see which words decided the route.")
     run_prompt = gr.Markdown("", elem_id="run-prompt")
     last_run = gr.State(None)  # the settings the answers on screen were produced with
     go = gr.Number(0, visible=False)  # Run bumps it; its change event is the run
@@ -229,9 +224,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         gr.Markdown("Green: words a column added against its reference; red: words it dropped.")
         diff_map = {"+": "#b7f0c0", "-": "#ffc9c9"}
         diffs = [gr.HighlightedText(visible=False, color_map=diff_map, show_legend=False) for _ in range(MAX_SINGLES + 1)]
-        gain = gr.HighlightedText(label="Where the adapters changed the fused answer", visible=False,
-                                  show_legend=False, elem_id="token-gain")
         gain_md = gr.Markdown("")
+        gain = gr.HTML("", visible=False, elem_id="token-gain")
         export = gr.DownloadButton("Download this run (JSON)", visible=False, elem_id="export")
     with gr.Column(elem_id="timing"):
         timing_md = gr.Markdown("")
@@ -241,7 +235,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     route_inputs = [prompt, top_p, top_k, weighting]
     outputs = [router_plot, weights, out_base, t_base, *single_boxes, *single_cols, out_fused, t_fused, timing_md,
                timing_plot]
-    extra_outputs = [*diffs, gain, gain_md, export]
+    extra_outputs = [*diffs, gain_md, gain, export]
     run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single]
     # One run per visitor: Run first stops the run on screen (its thread ends within a token), then starts
     # the new one; Stop keeps the partial text. The API endpoint below raises errors instead.
