@@ -155,18 +155,15 @@ def markdown_table(results: dict) -> str:
         lo, hi = r["single_minus_base_ci"]
         lines.append(f"| {task} | {r['metric']} | {r['n']} | {cell(r, 'base')} | {cell(r, 'single')} | "
                      f"**{cell(r, 'fused')}** | {cell(r, 'uniform_merge')} | [{lo:+.3f}, {hi:+.3f}] | {r['router_top1']:.0%} |")
-    if results.get("two_skill"):
-        lines += ["", "Two-skill prompts (held-out items; each cell: skill A / skill B / both, mean over items; "
-                      "[95% CI] of both):", "",
-                  "| kind | n | both kept by router | base | single A | single B | DLP fused | uniform merge |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for kind, r in results["two_skill"].items():
-            cells = []
-            for c, v in r["conditions"].items():
-                skills = [k for k in v if not k.endswith("_ci")]
-                lo, hi = v["both_ci"]
-                cells.append(" / ".join(f"{v[s]:.2f}" for s in skills) + f" [{lo:.2f}, {hi:.2f}]")
-            lines.append(f"| {kind} ({r['metric']}) | {r['n']} | {r['both_kept']:.0%} | " + " | ".join(cells) + " |")
+    for kind, r in results.get("two_skill", {}).items():
+        conds = r["conditions"]
+        skills = [k for k in next(iter(conds.values())) if not k.endswith("_ci")]
+        lines += ["", f"**Two-skill: {kind}** ({r['n']} held-out items; router kept both adapters on "
+                      f"{r['both_kept']:.0%}). {r['metric']}.", "",
+                  "| condition | " + " | ".join(skills) + " | both, 95% CI |", "|---" * (len(skills) + 2) + "|"]
+        for c, v in conds.items():
+            lo, hi = v["both_ci"]
+            lines.append(f"| {c} | " + " | ".join(f"{v[k]:.2f}" for k in skills) + f" | [{lo:.2f}, {hi:.2f}] |")
     return "\n".join(lines) + f"\n\n{results.get('note', '')}\n"
 
 
