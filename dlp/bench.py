@@ -87,7 +87,7 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     prompts = [e for spec in manifest.adapters for e in spec.examples] or ["What is two plus three?"]
     prompt = prompts[0]
     route = engine.route(prompt)
-    ranked = sorted(route.probs, key=lambda n: -route.probs[n])
+    ranked = sorted((n for n in route.probs if n != "base"), key=lambda n: -route.probs[n])  # real adapters only
     top, second = ranked[0], ranked[1 % len(ranked)]
     fused = {top: 0.6, second: 0.4}  # always two adapters: the cost that fusion adds
     cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused]}

@@ -78,17 +78,28 @@ def results_chart(results: dict) -> go.Figure:
 
 def two_skill_chart(results: dict) -> go.Figure:
     """Per two-skill kind, the share of answers right on both skills, by condition."""
-    kinds = list(results.get("two_skill", {}))
+    kinds = list(results.get("composite", {}))
     conds = [("base", "base", "#bbbbbb"), ("single:", "best single adapter", "#2ca02c"), ("fused", "DLP fused", "#1f77b4"),
-             ("uniform_merge", "uniform merge", "#ff7f0e")]
+             ("fused_max", "DLP fused, max weighting", "#17becf"), ("uniform_merge", "uniform merge", "#ff7f0e")]
     fig = go.Figure()
     for key, name, color in conds:
         values = []
         for k in kinds:
-            cells = results["two_skill"][k]["conditions"]
+            cells = results["composite"][k]["conditions"]
             picked = [v["both"] for c, v in cells.items() if (c.startswith(key) if key.endswith(":") else c == key)]
             values.append(max(picked) if picked else None)
         fig.add_bar(x=kinds, y=values, name=name, marker_color=color, hovertemplate=f"{name}: %{{y:.2f}}<extra></extra>")
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1], title="right on both skills", gridcolor="#eee")
     return _layout(fig, "Two-skill prompts: answers right on both skills", 340)
+
+
+def confusion_chart(labels: list[str], matrix: list[list[int]]) -> go.Figure:
+    """The router's held-out confusion matrix, each row as shares of its true label."""
+    shares = [[v / max(1, sum(row)) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=shares, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+                               text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}",
+                               hovertemplate="true %{y}, routed to %{x}: %{z:.1%}<extra></extra>"))
+    fig.update_xaxes(title="router's top-1", tickangle=-30)
+    fig.update_yaxes(title="true label", autorange="reversed")
+    return _layout(fig, "Router on held-out prompts (counts; colour: share of the row)", 90 + 34 * len(labels))

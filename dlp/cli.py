@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     routing = argparse.ArgumentParser(add_help=False)
     routing.add_argument("--top-p", type=float, default=None, help="keep adapters until their probability sum reaches P")
     routing.add_argument("--top-k", type=int, default=None, help="keep at most K adapters (0 = no cap)")
-    routing.add_argument("--weighting", choices=("renorm", "softmax"), default="renorm",
-                         help="renorm: kept probabilities / their sum (paper); softmax: the original repo's code")
+    routing.add_argument("--weighting", choices=("renorm", "softmax", "max"), default="renorm",
+                         help="renorm: kept probabilities / their sum (paper); softmax: the original repo's code; "
+                              "max: divided by the largest (each kept adapter keeps more of its strength)")
     gen = argparse.ArgumentParser(add_help=False)
     gen.add_argument("--max-new-tokens", type=int, default=None)
     gen.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
@@ -189,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", parents=[common], help="base / single / fused / uniform merge on held-out splits")
     p.add_argument("--n", type=int, default=100, help="items per long-answer task (short-answer tasks: twice that)")
     p.add_argument("--n-two-skill", type=int, default=50, help="items per two-skill kind (0: skip that section)")
-    p.add_argument("--tasks", default="all")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, all, or none (two-skill section only)")
+    p.add_argument("--conditions", default=None, help="generate only these conditions (comma-separated)")
     p.add_argument("--phase", choices=("all", "generate", "score"), default="all",
                    help="generate replies (GPU-friendly), score them (runs code in a subprocess), or both")
     p.add_argument("--replies", default=None, help="the replies file (default: OUT/replies.jsonl)")

@@ -23,7 +23,7 @@ SHORT = {"translate_fr", "sentiment", "science_qa", "reading_qa"}  # cheap to de
 CONDITIONS = ("base", "single", "fused", "uniform_merge")
 
 
-def eval_items(engine, tasks: list[str], n: int, n_two_skill: int) -> list[dict]:
+def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: set[str] | None = None) -> list[dict]:
     """Every (item, condition) row to generate, with what scoring needs; routes once per prompt."""
     from .composite import EVAL_KINDS, KINDS, two_skill_prompts
     from .tasks import load_examples
@@ -37,6 +37,8 @@ def eval_items(engine, tasks: list[str], n: int, n_two_skill: int) -> list[dict]
             return  # a few abstracts and code prompts are over the demo's prompt limit: not evaluated
         route = engine.route(prompt)
         for cond, mix in conds:
+            if mix == "max":  # the same kept set, weights divided by the largest (selection's "max" mode)
+                mix = dict(engine.route(prompt, mode="max").selected)
             rows.append({"id": len(rows), "section": section, "name": name, "item": k, "condition": cond,
                          "mixture": dict(route.selected) if mix is None else mix, "prompt": prompt, "ref": ref,
                          "top1": max(route.probs, key=route.probs.get), "selected": route.selected,
@@ -54,7 +56,9 @@ def eval_items(engine, tasks: list[str], n: int, n_two_skill: int) -> list[dict]
         for k, item in enumerate(two_skill_prompts(kind, "test", limit=n_two_skill, seed=0, eval_phrasings=True)):
             add("two_skill", kind, k, item.prompt, item.ref,
                 [("base", {}), (f"single:{a}", {a: 1.0}), (f"single:{b}", {b: 1.0}), ("fused", None),
-                 ("uniform_merge", uniform)], KIND_TOKENS[kind])
+                 ("fused_max", "max"), ("uniform_merge", uniform)], KIND_TOKENS[kind])
+    if conditions:
+        rows = [r for r in rows if r["condition"] in conditions]
     return rows
 
 
@@ -111,7 +115,7 @@ def score(replies: list[dict], progress: bool = True) -> dict:
         else:
             r["score"] = two_skill_score(r["name"], r["reply"], r["ref"])
         by.setdefault((r["section"], r["name"]), {}).setdefault(r["item"], {})[r["condition"]] = r
-    results: dict = {"tasks": {}, "two_skill": {}}
+    results: dict = {"tasks": {}, "composite": {}}
     for (section, name), items in by.items():
         width = max(len(v) for v in items.values())
         ids = sorted(i for i, v in items.items() if len(v) == width)  # an interrupted run leaves partial items
@@ -124,7 +128,7 @@ def score(replies: list[dict], progress: bool = True) -> dict:
             for c in conds:
                 vals = [items[i][c]["score"]["score"] for i in ids]
                 row[c], row[f"{c}_ci"] = round(statistics.fmean(vals), 4), bootstrap(vals)
-            row["single_minus_base_ci"] = bootstrap([items[i]["single"]["score"]["score"] -
+            row["single_minus_base_ci95"] = bootstrap([items[i]["single"]["score"]["score"] -
                                                      items[i]["base"]["score"]["score"] for i in ids])
             row["mean_fused_adapters"] = round(statistics.fmean(
                 sum(1 for a in r["selected"] if a != "base") for r in first), 3)
@@ -140,7 +144,7 @@ def score(replies: list[dict], progress: bool = True) -> dict:
                     vals = [items[i][c]["score"][skill] for i in ids]
                     cell[skill], cell[f"{skill}_ci"] = round(statistics.fmean(vals), 4), bootstrap(vals)
                 row["conditions"][c] = cell
-            results["two_skill"][name] = row
+            results["composite"][name] = row
     return results
 
 
@@ -152,10 +156,10 @@ def markdown_table(results: dict) -> str:
     lines = ["| task | metric | n | base | single (oracle) | DLP fused | uniform merge | single - base, 95% CI | router top-1 |",
              "|---|---|---|---|---|---|---|---|---|"]
     for task, r in results["tasks"].items():
-        lo, hi = r["single_minus_base_ci"]
+        lo, hi = r["single_minus_base_ci95"]
         lines.append(f"| {task} | {r['metric']} | {r['n']} | {cell(r, 'base')} | {cell(r, 'single')} | "
                      f"**{cell(r, 'fused')}** | {cell(r, 'uniform_merge')} | [{lo:+.3f}, {hi:+.3f}] | {r['router_top1']:.0%} |")
-    for kind, r in results.get("two_skill", {}).items():
+    for kind, r in results.get("composite", {}).items():
         conds = r["conditions"]
         skills = [k for k in next(iter(conds.values())) if not k.endswith("_ci")]
         lines += ["", f"**Two-skill: {kind}** ({r['n']} held-out items; router kept both adapters on "
@@ -171,7 +175,7 @@ def _update_card(card: Path, row: dict) -> None:
     """Put the measured score on the adapter card's Metric line."""
     if not card.is_file():
         return
-    lo, hi = row["single_minus_base_ci"]
+    lo, hi = row["single_minus_base_ci95"]
     line = (f"- **Metric**: {row['metric']} on {row['n']} held-out items: **{row['single']:.3f}** with this adapter "
             f"vs {row['base']:.3f} for the base model (single - base, 95% bootstrap CI: [{lo:+.3f}, {hi:+.3f}]; "
             f"`assets/eval/results.md`)")
@@ -189,12 +193,13 @@ def run(args) -> int:
     replies_path = Path(args.replies) if args.replies else out / "replies.jsonl"
     started = time.perf_counter()
     if args.phase in ("generate", "all"):
-        tasks = list(TASKS) if args.tasks == "all" else args.tasks.split(",")
+        tasks = list(TASKS) if args.tasks == "all" else [] if args.tasks == "none" else args.tasks.split(",")
         engine = Engine(load_manifest(args.manifest))
         missing = [t for t in tasks if t not in engine.names]
         if missing:
             raise DLPError(f"No adapter for task(s) {', '.join(missing)}. Loaded: {', '.join(engine.names)}")
-        items = eval_items(engine, tasks, args.n, args.n_two_skill)
+        items = eval_items(engine, tasks, args.n, args.n_two_skill,
+                           set(args.conditions.split(",")) if args.conditions else None)
         replies_path.parent.mkdir(parents=True, exist_ok=True)
         with open(replies_path, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"device": f"{engine.device} ({engine.model.dtype})", "started": time.time(),

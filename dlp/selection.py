@@ -7,6 +7,10 @@ Weighting modes:
 - ``"softmax"`` (the original DLP-LoRA repository's code): a softmax over the kept
   probabilities. Probabilities lie in [0, 1], so this flattens the weights towards uniform:
   0.8/0.2 becomes 0.65/0.35.
+- ``"max"``: the kept probabilities divided by the largest, so the top adapter keeps its full
+  strength and a close second nearly all of its own (0.5/0.45 becomes 1.0/0.9). The weights no
+  longer sum to 1: two kept adapters add more than one adapter's delta. Measured on the two-skill
+  evaluation (``assets/eval/results.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 
 from .errors import DLPError
 
-MODES = ("renorm", "softmax")
+MODES = ("renorm", "softmax", "max")
 
 
 def check_top_p(p: float) -> float:
@@ -50,11 +54,16 @@ def kept_indices(probs: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> lis
 
 
 def fusion_weights(probs: torch.Tensor, kept: list[int], mode: str = "renorm") -> dict[int, float]:
-    """Normalized weights over the kept indices (they sum to 1)."""
+    """Weights over the kept indices: they sum to 1 for renorm and softmax; max scales the top one to 1."""
     if mode not in MODES:
         raise DLPError(f"Unknown weighting mode '{mode}'. Available: {', '.join(MODES)}")
     values = probs[kept].double()
-    weights = torch.softmax(values, dim=0) if mode == "softmax" else values / values.sum().clamp_min(1e-12)
+    if mode == "softmax":
+        weights = torch.softmax(values, dim=0)
+    elif mode == "max":
+        weights = values / values.max().clamp_min(1e-12)
+    else:
+        weights = values / values.sum().clamp_min(1e-12)
     return {i: float(w) for i, w in zip(kept, weights)}
 
 

@@ -51,3 +51,12 @@ def test_bad_top_p(p):
 def test_bad_top_k():
     with pytest.raises(DLPError, match="top-k"):
         kept_indices(torch.tensor([0.5, 0.5]), 0.9, top_k=-1)
+
+
+def test_max_weighting_keeps_each_adapter_strength():
+    from dlp.selection import fusion_weights
+
+    probs = torch.tensor([0.5, 0.45, 0.05])
+    w = fusion_weights(probs, [0, 1], "max")
+    assert w[0] == pytest.approx(1.0) and w[1] == pytest.approx(0.9)
+    assert fusion_weights(probs, [0], "max") == {0: pytest.approx(1.0)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dlp.charts import results_chart, two_skill_chart
+from dlp.charts import confusion_chart, results_chart, two_skill_chart
 
 METHOD = r"""
 ### How DLP-LoRA works
@@ -55,8 +55,12 @@ def results_tab(folder: Path) -> None:
     results = json.loads(results_file.read_text())
     gr.Markdown(table_file.read_text(encoding="utf-8") if table_file.is_file() else "")
     gr.Plot(results_chart(results))
-    if results.get("two_skill"):
+    if results.get("composite"):
         gr.Plot(two_skill_chart(results))
+    confusion = folder.parent / "router" / "confusion.json"
+    if confusion.is_file():
+        data = json.loads(confusion.read_text())
+        gr.Plot(confusion_chart(data["labels"], data["matrix"]))
 
 
 def method_tab() -> None:
