@@ -147,9 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     routing = argparse.ArgumentParser(add_help=False)
     routing.add_argument("--top-p", type=float, default=None, help="keep adapters until their probability sum reaches P")
     routing.add_argument("--top-k", type=int, default=None, help="keep at most K adapters (0 = no cap)")
-    routing.add_argument("--weighting", choices=("renorm", "softmax", "max"), default="renorm",
-                         help="renorm: kept probabilities / their sum (paper); softmax: the original repo's code; "
-                              "max: divided by the largest (each kept adapter keeps more of its strength)")
+    routing.add_argument("--weighting", choices=("renorm", "softmax"), default="renorm",
+                         help="renorm: kept probabilities / their sum (paper); softmax: the original repo's code")
     gen = argparse.ArgumentParser(add_help=False)
     gen.add_argument("--max-new-tokens", type=int, default=None)
     gen.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")

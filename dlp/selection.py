@@ -7,10 +7,9 @@ Weighting modes:
 - ``"softmax"`` (the original DLP-LoRA repository's code): a softmax over the kept
   probabilities. Probabilities lie in [0, 1], so this flattens the weights towards uniform:
   0.8/0.2 becomes 0.65/0.35.
-- ``"max"``: the kept probabilities divided by the largest, so the top adapter keeps its full
-  strength and a close second nearly all of its own (0.5/0.45 becomes 1.0/0.9). The weights no
-  longer sum to 1: two kept adapters add more than one adapter's delta. Measured on the two-skill
-  evaluation (``assets/eval/results.md``).
+- ``"max"``: the kept probabilities divided by the largest, so each kept adapter keeps more of its
+  strength (0.5/0.45 becomes 1.0/0.9; the weights no longer sum to 1). Measured on the two-skill
+  evaluation, where it did not beat renorm, so only the evaluation uses it (not the CLI or the page).
 """
 
 from __future__ import annotations

@@ -192,8 +192,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                 top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
                 top_k = gr.Number(value=d.top_k, precision=0, minimum=0, maximum=len(names) + 1,
                                   label="top-k (0 = no cap)")
-                weighting = gr.Radio(["renorm", "softmax", "max"], value="renorm", label="fusion weighting",
-                                     info="renorm: p / sum (paper) · softmax: original code · max: p / largest")
+                weighting = gr.Radio(["renorm", "softmax"], value="renorm", label="fusion weighting",
+                                     info="renorm: p / sum (the paper) · softmax: the original code")
                 temperature = gr.Slider(0.0, 1.5, value=d.temperature, step=0.05, label="temperature (0 = greedy)")
                 max_new_tokens = gr.Slider(1, 512, value=d.max_new_tokens, step=1, label="max new tokens")
                 seed = gr.Number(value=0, precision=0, minimum=0, label="seed (every column samples alike)")
