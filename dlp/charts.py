@@ -57,7 +57,7 @@ def timing_chart(columns: list[dict], bench_ratio: float | None = None) -> go.Fi
         fig.add_bar(y=labels, x=[c["timing"].get(key, 0.0) for c in columns], name=name, orientation="h",
                     marker_color=color, hovertemplate=f"{name}: %{{x:.1f}} ms<extra></extra>")
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(title="milliseconds", gridcolor="#eee")
+    fig.update_xaxes(gridcolor="#eee", ticksuffix=" ms")
     fig.update_yaxes(autorange="reversed")
     ratio = f" · fused/single in separate runs: {bench_ratio:.2f}x (bench)" if bench_ratio else ""
     return _layout(fig, f"Where the time goes (one batched pass){ratio}", 260)

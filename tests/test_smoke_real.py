@@ -75,3 +75,15 @@ def test_router_on_hand_written_prompts():
     both = [a in r.selected and b in r.selected and min(r.selected[a], r.selected[b]) >= 0.2
             for p, a, b in data["two_skill"] for r in [routing.route(p)]]
     assert sum(both) >= 0.75 * len(both)
+
+
+def test_mixed_examples_route_as_intended():
+    """The page's two-skill examples keep both adapters at the default top-p; the everyday one picks base."""
+    from dlp.engine import Routing
+
+    m = load_manifest()
+    routing = Routing.from_manifest(m)
+    routes = [routing.route(p) for p in m.mixed_examples]
+    two_skill = [r for r in routes if "base" not in r.selected]
+    assert len(two_skill) >= 3 and all(len(r.selected) >= 2 and min(r.selected.values()) >= 0.2 for r in two_skill)
+    assert any(list(r.selected) == ["base"] for r in routes)

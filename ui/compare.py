@@ -143,7 +143,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                     "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens}
         skip_extra = [gr.skip()] * (len(extra_outputs))
         try:
-            first, last = True, None
+            first, last, last_outs = True, None, None
             for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
                                                n_single, cancel):
                 if first:
@@ -152,9 +152,11 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                     yield [*outs, run_line(settings["prompt"], settings), settings, why, why_md, *skip_extra]
                 else:
                     yield [*outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip_extra]
-                first, last = False, update
+                first, last, last_outs = False, update, outs
             if last is not None:
-                yield [*[gr.skip()] * (len(outputs) + 4), *insights(last, settings)]
+                # The final state once more with the insights: updates that arrive back to back can be
+                # coalesced by the page, and the last one must carry the charts.
+                yield [*last_outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *insights(last, settings)]
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             yield [gr.skip()] * (len(outputs) + 4 + len(extra_outputs))
