@@ -134,6 +134,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_add_adapter(args) -> int:
+    from .adapter_admin import add
+    from .manifest import DEFAULT_MANIFEST
+
+    if bool(args.path) == bool(args.hub):
+        raise DLPError("give exactly one of --path FOLDER or --hub ID")
+    out = add(Path(args.manifest or DEFAULT_MANIFEST), args.name, args.path or args.hub, bool(args.hub),
+              Path(args.examples), args.task or "", args.color or "")
+    _emit(args, out, f"added '{out['added']}' (rank {out['rank']}, {', '.join(out['targets'])}); the router learned it "
+                     f"from {out['examples']} prompts -> {out['manifest']}")
+    return 0
+
+
+def cmd_remove_adapter(args) -> int:
+    from .adapter_admin import remove
+    from .manifest import DEFAULT_MANIFEST
+
+    out = remove(Path(args.manifest or DEFAULT_MANIFEST), args.name)
+    _emit(args, out, f"removed '{out['removed']}' from {out['manifest']} and the router")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluation import run
 
@@ -186,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--out", default=None, help="folder (default: the manifest's router path)")
     p.set_defaults(func=cmd_train_router)
+    p = sub.add_parser("add-adapter", parents=[common], help="add your PEFT LoRA and teach the router from examples")
+    p.add_argument("--name", required=True)
+    p.add_argument("--path", default=None, help="a PEFT LoRA folder (relative to the manifest's folder)")
+    p.add_argument("--hub", default=None, help="a hub id (where the hub is reachable)")
+    p.add_argument("--examples", required=True, help='a JSONL file, one {"prompt": ...} per line, at least 5')
+    p.add_argument("--task", default=None, help="a short task label for the UI")
+    p.add_argument("--color", default=None, help="#rrggbb for the charts")
+    p.set_defaults(func=cmd_add_adapter)
+    p = sub.add_parser("remove-adapter", parents=[common], help="undo add-adapter")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_remove_adapter)
     p = sub.add_parser("eval", parents=[common], help="base / single / fused / uniform merge on held-out splits")
     p.add_argument("--n", type=int, default=100, help="items per long-answer task (short-answer tasks: twice that)")
     p.add_argument("--n-two-skill", type=int, default=50, help="items per two-skill kind (0: skip that section)")

@@ -88,6 +88,7 @@ def run(args) -> int:
     from .everyday import BASE
     from .manifest import load_manifest
     from .router import confusion, format_confusion, save_router, train_router
+    from .router_extend import write_replay
 
     manifest = load_manifest(args.manifest)
     out = Path(args.out) if args.out else manifest.router_path
@@ -109,6 +110,7 @@ def run(args) -> int:
     stats = {"held_out_accuracy": round(accuracy, 4), "everyday_base_top1": round(base_top1, 4),
              "two_skill_both_kept": round(two, 4), "n_params": n_params}
     save_router(router, out, stats)
+    write_replay(out, train, labels)  # what add-adapter replays so the shipped labels stay right
     (out / "confusion.json").write_text(json.dumps({"labels": labels, "matrix": matrix.tolist()}))
     (out / "README.md").write_text(
         f"""# DLP router (mini-MLP) for {', '.join(labels)}
@@ -132,6 +134,9 @@ def run(args) -> int:
   - everyday prompts with `base` on top: **{base_top1:.2%}** on {len(held['everyday'])} prompts;
   - two-skill prompts with both adapters kept at top-p 0.9 and the weaker at weight >= 0.2: **{two:.2%}** on {len(held['two_skill'])} prompts.
   Confusion matrix (rows: true, columns: predicted; single-task and everyday) in `confusion.json`.
+- **Replay set** (`replay.jsonl`): 600 of the training prompts above (60 per label, 15 per two-skill kind), kept so
+  `python -m dlp add-adapter` can teach the router a new label without the original data. They are excerpts of the
+  datasets named above, under those datasets' licenses and attributions.
 - **Reproduce**: `python -m dlp train-router`
 """
     )
