@@ -62,13 +62,13 @@ def with_new_label(router: MiniMLPRouter, label: str) -> MiniMLPRouter:
             bigger.state_dict()[k].copy_(v)
         head.weight[:-1].copy_(router.mlp[-1].weight)
         head.bias[:-1].copy_(router.mlp[-1].bias)
-        head.weight[-1].normal_(0, 0.01)
+        head.weight[-1].normal_(0, 0.01, generator=torch.Generator().manual_seed(0))
         head.bias[-1].fill_(float(router.mlp[-1].bias.min()))
     return bigger
 
 
 def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[str], label: str,
-          steps: int = 400, lr: float = 2e-3, seed: int = 0) -> MiniMLPRouter:
+          steps: int = 400, lr: float = 3e-3, seed: int = 0) -> MiniMLPRouter:
     """Fine-tune on the replay set plus the new examples (repeated so they weigh like one replay label)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -82,7 +82,7 @@ def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[s
     items = [(p, t) for p, t in items if t]
     per_label = max(1, len(items) // max(1, len(labels) - 1))
     views = [v for e in examples for v in (e, e.lower())]
-    items += [(v, {index[label]: 1.0}) for v in views] * max(1, 2 * per_label // len(views))
+    items += [(v, {index[label]: 1.0}) for v in views] * max(1, 3 * per_label // len(views))
     encoded = [(router.ids(tokenizer, [p])[0], t) for p, t in items]
     # The embedding tables are most of the model and hold what the old labels rely on: train the pooling
     # weights and the MLP only, so a handful of new prompts cannot move the shared token embeddings. Each
