@@ -245,10 +245,13 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single]
     # One run per visitor: Run first stops the run on screen (its thread ends within a token), then starts
     # the new one; Stop keeps the partial text. The API endpoint below raises errors instead.
+    # The new run waits (always_last) for the old one, which the cancel flag ends within a token. Gradio's
+    # own `cancels` is not used here: its cancel request can land after the new run joined the queue and
+    # cancel that one instead.
     run_evt = go.change(run_compare_ui, run_inputs, [*outputs, run_prompt, last_run, why, why_md, *extra_outputs],
-                        api_name=False, show_progress="minimal")
+                        api_name=False, show_progress="minimal", trigger_mode="always_last")
     for trigger in (run.click, prompt.submit):
-        trigger(cancel_run, None, None, cancels=[run_evt], queue=False, api_name=False) \
+        trigger(cancel_run, None, None, queue=False, api_name=False) \
             .then(lambda n: (n or 0) + 1, go, go, queue=False, api_name=False)
     stop.click(cancel_run, None, None, cancels=[run_evt], queue=False, api_name=False)
     gr.Button(visible=False).click(run_compare, run_inputs, outputs, api_name="compare")
