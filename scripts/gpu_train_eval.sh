@@ -23,7 +23,8 @@ for t in $TASKS; do
 done
 wait
 for t in $TASKS; do tail -n 1 "$WORK/logs/train_$t.log"; done
-tar czf "$OUT/adapters.tgz" -C assets adapters
+# In 15 MB parts (a results folder may cap file sizes); rejoin with: cat adapters.tgz.part-* | tar xz -C assets
+tar czf - -C assets adapters | split -b 15M - "$OUT/adapters.tgz.part-"
 stamp "adapters saved"
 
 stamp "generate eval replies"
