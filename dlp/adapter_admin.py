@@ -8,7 +8,6 @@ written until every check has passed, so a refused adapter leaves no trace.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from .errors import DLPError
@@ -16,7 +15,6 @@ from .errors import DLPError
 MAX_RANK = 256
 MAX_BYTES = 200 * 2**20  # a LoRA for a 135M model is a few MB; this refuses full checkpoints
 MIN_EXAMPLES = 5
-_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
 PALETTE = ["#e377c2", "#7f7f7f", "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5"]
 
 
@@ -43,10 +41,11 @@ def read_examples(path: Path) -> list[str]:
 
 
 def check_name(name: str, taken: list[str]) -> str:
-    if name == "base":
-        raise DLPError("'base' is reserved for the base model (no adapter); pick another name")
-    if not _NAME.match(name or ""):
-        raise DLPError(f"Adapter name '{name}' must be 1-40 letters, digits, '_' or '-'")
+    from .manifest import name_problem
+
+    problem = name_problem(name)
+    if problem:
+        raise DLPError(f"Adapter name {problem}")
     if name in taken:
         raise DLPError(f"An adapter named '{name}' is already loaded", hint="pick another name, or remove-adapter it first")
     return name

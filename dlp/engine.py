@@ -23,7 +23,7 @@ from .everyday import BASE
 from .fusion import add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
 from .lm_head import speed_up_head
 from .generation import GenerationOptions, StreamState, stream_generate
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest, load_manifest, name_problem
 from .router import MiniMLPRouter, load_router
 
 MAX_NEW_TOKENS = 1024
@@ -176,8 +176,9 @@ class Engine:
         with self._lock:
             if name in self.adapters:
                 raise DLPError(f"An adapter named '{name}' is already loaded")
-            if name == BASE:
-                raise DLPError(f"'{BASE}' is reserved for the base model (no adapter); pick another name")
+            problem = name_problem(name)
+            if problem:
+                raise DLPError(f"Adapter name {problem}")
             info, weights = read_adapter(name, folder, self.model)
             layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
             add_lora(layers, name, weights)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import random
 
+from .manifest import RESERVED
 from .tasks import _bucket, data_dir
 
-BASE = "base"  # the reserved pseudo-adapter: a zero LoRA, i.e. the base model's own answer
+BASE = RESERVED  # the reserved pseudo-adapter: a zero LoRA, i.e. the base model's own answer
+
 
 GREETINGS = [
     "hi", "hello", "hey", "hey there!", "hello, how are you?", "good morning!", "good evening", "what's up?",

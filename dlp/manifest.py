@@ -13,6 +13,16 @@ from .errors import DLPError
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "adapters_manifest.json"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
+RESERVED = "base"  # the router's "no adapter" label
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an adapter, or None: one rule for the manifest, the engine and add-adapter."""
+    if name == RESERVED:
+        return f"'{RESERVED}' is reserved for the base model (no adapter); pick another name"
+    if not isinstance(name, str) or not _NAME.match(name):
+        return f"'{name}' must be 1-40 letters, digits, '_' or '-'"
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,10 +112,9 @@ def parse_manifest(data: dict, path: Path) -> Manifest:
     for i, a in enumerate(r.get(data, "adapters", "", list)):
         where = f"adapters[{i}]"
         name = r.get(a, "name", where, str)
-        if not _NAME.match(name):
-            raise r.fail(f"{where}.name", f"'{name}' must be 1-40 letters, digits, '_' or '-'")
-        if name == "base":
-            raise r.fail(f"{where}.name", "'base' is reserved for the base model (no adapter); pick another name")
+        problem = name_problem(name)
+        if problem:
+            raise r.fail(f"{where}.name", problem)
         if name in seen:
             raise r.fail(f"{where}.name", f"'{name}' is used twice")
         seen.add(name)

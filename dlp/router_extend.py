@@ -123,6 +123,12 @@ def _overlap(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(1, len(a | b))
 
 
+def _extras(folder: Path) -> dict:
+    """What router_config.json holds beside the config itself (scores, the labels added since training)."""
+    raw = json.loads((Path(folder) / "router_config.json").read_text())
+    return {k: v for k, v in raw.items() if k not in RouterConfig.__dataclass_fields__}
+
+
 def add_label(folder: Path, tokenizer, label: str, examples: list[str]) -> MiniMLPRouter:
     """Extend the router in ``folder`` with ``label`` learned from ``examples``; keeps the previous files."""
     folder = Path(folder)
@@ -138,8 +144,7 @@ def add_label(folder: Path, tokenizer, label: str, examples: list[str]) -> MiniM
         if (folder / name).is_file():
             shutil.copy2(folder / name, backup / name)
     extended = teach(with_new_label(router, label), tokenizer, replay, examples, label)
-    extra = {k: v for k, v in json.loads((folder / "router_config.json").read_text()).items()
-             if k not in RouterConfig.__dataclass_fields__}
+    extra = _extras(folder)
     save_router(extended, folder, {**extra, "added": [*extra.get("added", []), label]})
     with open(folder / REPLAY, "a", encoding="utf-8") as fh:  # the next addition must keep this one right too
         fh.writelines(json.dumps({"prompt": e, "target": {label: 1.0}}) + "\n" for e in examples)
@@ -154,7 +159,8 @@ def remove_label(folder: Path, label: str) -> None:
     if label not in router.cfg.labels:
         raise DLPError(f"The router has no label '{label}'")
     backup = folder / HISTORY / label
-    added = json.loads((folder / "router_config.json").read_text()).get("added", [])
+    extra = _extras(folder)
+    added = extra.get("added", [])
     if backup.is_dir() and added and added[-1] == label:
         for name in FILES:
             if (backup / name).is_file():
@@ -167,8 +173,6 @@ def remove_label(folder: Path, label: str) -> None:
     state = router.state_dict()
     state["mlp.6.weight"], state["mlp.6.bias"] = state["mlp.6.weight"][keep], state["mlp.6.bias"][keep]
     smaller.load_state_dict(state)
-    extra = {k: v for k, v in json.loads((folder / "router_config.json").read_text()).items()
-             if k not in RouterConfig.__dataclass_fields__}
     extra["added"] = [a for a in added if a != label]
     save_router(smaller.eval(), folder, extra)
     replay = [r for r in read_replay(folder) if label not in r["target"]]

@@ -102,8 +102,9 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
     rng = random.Random(cfg.seed)
     device = next(model.parameters()).device
     # Every training item once per pass, each pass phrased by another template draw.
-    passes = max(1, math.ceil(cfg.steps * cfg.batch_size / len(load_examples(task, "train"))))
-    examples = [ex for seed in range(passes) for ex in load_examples(task, "train", seed=cfg.seed + seed)]
+    first = load_examples(task, "train", seed=cfg.seed)
+    passes = max(1, math.ceil(cfg.steps * cfg.batch_size / len(first)))
+    examples = first + [ex for seed in range(1, passes) for ex in load_examples(task, "train", seed=cfg.seed + seed)]
     encoded = [encode(tokenizer, ex, cfg.max_len) for ex in examples]
 
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.05, target_modules=list(cfg.targets),

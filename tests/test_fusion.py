@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import tiny
-from dlp.adapters import read_adapter
-from dlp.fusion import FusedLoRALinear, LoRAWeights, build_plan, fused_layers, wrap_linear_layers
+from dlp.fusion import FusedLoRALinear, LoRAWeights, build_plan, fused_layers
 
 
 def test_layer_matches_formula_per_row():
@@ -47,22 +46,12 @@ def tiny_parts(tmp_path_factory):
     return tok, model, root
 
 
-def _fused_model(model, root):
-    fused = copy.deepcopy(model)
-    weights = {n: read_adapter(n, root / n, fused)[1] for n in ("a", "b")}
-    layers = wrap_linear_layers(fused, {k.rsplit(".", 1)[-1] for w in weights.values() for k in w})
-    for n, w in weights.items():
-        for key, pair in w.items():
-            layers[key].loras[n] = pair
-    return fused, layers
-
-
 def test_matches_peft_cat_combination(tiny_parts):
     """Our weighted fusion equals PEFT's add_weighted_adapter(..., combination_type='cat'), which is exact."""
     from peft import PeftModel
 
     tok, model, root = tiny_parts
-    fused, layers = _fused_model(model, root)
+    fused, layers = tiny.fused_copy(model, root)
     peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(root / "a"), adapter_name="a")
     peft_model.load_adapter(str(root / "b"), adapter_name="b")
     peft_model.add_weighted_adapter(["a", "b"], [0.7, 0.3], "mix", combination_type="cat")
@@ -79,7 +68,7 @@ def test_matches_peft_cat_combination(tiny_parts):
 
 def test_mixed_batch_equals_separate_runs(tiny_parts):
     tok, model, root = tiny_parts
-    fused, layers = _fused_model(model, root)
+    fused, layers = tiny.fused_copy(model, root)
     ids = torch.tensor([[3, 7, 9, 11, 4, 20]])
     mixtures = [{}, {"a": 1.0}, {"b": 1.0}, {"a": 0.4, "b": 0.6}]
     with torch.no_grad(), build_plan(layers, mixtures).applied():
@@ -95,7 +84,7 @@ def test_mixed_batch_equals_separate_runs(tiny_parts):
 def test_plans_do_not_leak_between_threads(tiny_parts):
     """Two threads with different mixtures at once each see only their own plan."""
     tok, model, root = tiny_parts
-    fused, layers = _fused_model(model, root)
+    fused, layers = tiny.fused_copy(model, root)
     ids = torch.tensor([[3, 7, 9, 11]])
     expected = {}
     for name in ("a", "b"):

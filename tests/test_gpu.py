@@ -27,25 +27,13 @@ def parts(tmp_path_factory):
     return tok, model, root
 
 
-def _fused_cuda(model, root):
-    from dlp.adapters import read_adapter
-    from dlp.fusion import add_lora, wrap_linear_layers
-
-    fused = copy.deepcopy(model).to("cuda", torch.bfloat16)
-    weights = {n: read_adapter(n, root / n, fused)[1] for n in ("a", "b")}
-    layers = wrap_linear_layers(fused, {k.rsplit(".", 1)[-1] for w in weights.values() for k in w})
-    for n, w in weights.items():
-        add_lora(layers, n, w)
-    return fused, layers
-
-
 def test_bf16_fusion_matches_peft_cat(parts):
     from peft import PeftModel
 
     from dlp.fusion import build_plan
 
     tok, model, root = parts
-    fused, layers = _fused_cuda(model, root)
+    fused, layers = tiny.fused_copy(model, root, device="cuda", dtype=torch.bfloat16)
     peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(root / "a"), adapter_name="a")
     peft_model.load_adapter(str(root / "b"), adapter_name="b")
     peft_model.add_weighted_adapter(["a", "b"], [0.7, 0.3], "mix", combination_type="cat")
@@ -66,7 +54,7 @@ def test_bf16_mixed_batch_equals_separate_runs(parts):
     from dlp.fusion import build_plan
 
     tok, model, root = parts
-    fused, layers = _fused_cuda(model, root)
+    fused, layers = tiny.fused_copy(model, root, device="cuda", dtype=torch.bfloat16)
     ids = torch.tensor([[3, 7, 9, 11, 4, 20]], device="cuda")
     mixtures = [{}, {"a": 1.0}, {"b": 1.0}, {"a": 0.4, "b": 0.6}]
     with torch.no_grad(), build_plan(layers, mixtures, torch.device("cuda")).applied():

@@ -61,6 +61,23 @@ def make_adapter(model, folder: Path, seed: int, targets=("q_proj", "v_proj", "o
     peft_model.save_pretrained(folder, safe_serialization=True)
 
 
+def fused_copy(model, root: Path, names=("a", "b"), device=None, dtype=None):
+    """A copy of ``model`` with our fused layers holding the adapters in ``root/<name>``; (model, layers)."""
+    import copy
+
+    from dlp.adapters import read_adapter
+    from dlp.fusion import add_lora, wrap_linear_layers
+
+    fused = copy.deepcopy(model)
+    if device is not None:
+        fused = fused.to(device, dtype)
+    weights = {n: read_adapter(n, Path(root) / n, fused)[1] for n in names}
+    layers = wrap_linear_layers(fused, {k.rsplit(".", 1)[-1] for w in weights.values() for k in w})
+    for n, w in weights.items():
+        add_lora(layers, n, w)
+    return fused, layers
+
+
 def make_router(tokenizer, folder: Path, labels=("base", *NAMES), seed: int = 0) -> None:
     from dlp.router import MiniMLPRouter, RouterConfig, save_router
 

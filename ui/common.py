@@ -26,6 +26,13 @@ def new_run(request: gr.Request | None) -> threading.Event:
     return RUNS[key]
 
 
+def end_run(request: gr.Request | None, event: threading.Event) -> None:
+    """Forget a finished run, unless a newer run of the same visitor has replaced it."""
+    key = getattr(request, "session_hash", None) or "anonymous"
+    if RUNS.get(key) is event:
+        del RUNS[key]
+
+
 def cancel_run(request: gr.Request = None) -> None:
     """Stop: the generate thread ends within a token and the partial text stays on screen."""
     event = RUNS.get(getattr(request, "session_hash", None) or "anonymous")

@@ -15,7 +15,7 @@ import gradio as gr
 from dlp.charts import router_chart, timing_chart
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 
-from .common import (cancel_run, message, new_run, parse_options, parse_top_k, run_line, shaded_html, stale_note,
+from .common import (cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line, shaded_html, stale_note,
                      timing_line, timing_table, user_error, weights_html)
 
 MAX_SINGLES = 3
@@ -97,6 +97,12 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
 
+    versions = {  # hashed once: the files do not change while the page is up
+        "base": f"{manifest.base_name} ({engine.base.source.describe()})",
+        "adapters": {n: _file_id(a.folder / "adapter_model.safetensors") for n, a in engine.adapters.items()},
+        "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None,
+    }
+
     def insights(update, settings) -> list:
         """After a run: word diffs, the fused answer shaded by what the adapters added, the run record."""
         cols = update.as_dict()["columns"]
@@ -125,9 +131,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             "prompt": update.route.prompt, "settings": {k: v for k, v in settings.items() if k != "prompt"},
             "route": update.route.as_dict(),
             "columns": [{k: c[k] for k in ("key", "label", "mixture", "text", "timing")} for c in cols],
-            "versions": {"base": f"{manifest.base_name} ({engine.base.source.describe()})",
-                         "adapters": {n: _file_id(a.folder / "adapter_model.safetensors") for n, a in engine.adapters.items()},
-                         "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None},
+            "versions": versions,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         path = Path(tempfile.mkdtemp(dir=_EXPORTS)) / "dlp-run.json"
@@ -160,6 +164,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             yield [gr.skip()] * (len(outputs) + 4 + len(extra_outputs))
+        finally:
+            end_run(request, cancel)
 
     def prefill(request: gr.Request):
         """``?prompt=...&top_p=...`` in the page's address fills the form (shareable runs)."""
