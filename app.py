@@ -29,7 +29,8 @@ CSS = """
 .stale {background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; margin-top: 6px; border-radius: 4px}
 #run-prompt {font-size: 0.92em; color: #333}
 #timing table {display: block; overflow-x: auto; white-space: nowrap}
-#weights table {max-width: 100%}
+#weights table {width: 100%}
+#weights td:last-child {width: 30%}
 .shaded {white-space: pre-wrap; line-height: 1.7; padding: 6px 2px}
 .shaded span {border-radius: 3px}
 """

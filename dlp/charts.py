@@ -31,7 +31,8 @@ def router_chart(probs: dict[str, float], selected: dict[str, float], colors: di
                     opacity=[1.0 if n in selected else 0.28 for n in names],
                     line=dict(color=["#111" if n in selected else "rgba(0,0,0,0)" for n in names], width=2)),
         text=[f"p={probs[n]:.2f} · <b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
-        textposition="outside", cliponaxis=False,
+        textposition=["inside" if probs[n] > 0.6 else "outside" for n in names], insidetextanchor="start",
+        cliponaxis=False,
         hovertemplate="%{y}: p=%{x:.3f}<extra></extra>",
     )
     fig.add_scatter(y=labels, x=cumulative, mode="lines+markers", name="cumulative p",

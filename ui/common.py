@@ -76,7 +76,7 @@ def weights_html(route: RouteResult, colors: dict[str, str]) -> str:
         f"<tr><td><span style='color:{colors.get(n, '#888')}'>&#9632;</span> "
         f"{html.escape(n) if n != 'base' else 'base (no adapter)'}</td>"
         f"<td>{route.probs[n]:.3f}</td><td><b>{w:.3f}</b></td>"
-        f"<td><div style='background:{colors.get(n, '#888')};height:10px;width:{int(w * 70)}px'></div></td></tr>"
+        f"<td><div style='background:{colors.get(n, '#888')};height:10px;width:{min(100, int(w * 100))}%'></div></td></tr>"
         for n, w in route.selected.items()
     )
     return (f"<p><b>Fusion weights as applied</b> (top-p {route.top_p:.2f}"
