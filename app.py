@@ -15,7 +15,8 @@ import gradio as gr
 from dlp.charts import BASE_COLOR
 from dlp.engine import Engine
 from dlp.errors import DLPError
-from ui import compare, info, manual
+from dlp.session_adapters import MAX_VISITOR_BYTES
+from ui import adapters, compare, info, manual
 from ui.common import read_json
 
 RESULTS = Path(__file__).resolve().parent / "assets" / "eval"
@@ -48,9 +49,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
         with gr.Tab("Compare"):
             shared = compare.build(engine, colors, bench_ratio, demo)
         with gr.Tab("Manual mix"):
-            manual.build(engine, shared)
+            slots = manual.build(engine, shared)
         with gr.Tab("Adapters"):
-            info.adapters_tab(engine)
+            adapters.build(engine, demo, slots)
         with gr.Tab("Results"):
             info.results_tab(RESULTS)
         with gr.Tab("How it works"):
@@ -65,6 +66,7 @@ def launch(engine: Engine, **kwargs):
     kwargs.setdefault("theme", gr.themes.Soft(primary_hue="indigo"))
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("show_error", True)
+    kwargs.setdefault("max_file_size", f"{MAX_VISITOR_BYTES // 2**20 + 1}mb")  # uploads: visitors' adapters
     demo.launch(**kwargs)
     return demo
 

@@ -34,8 +34,13 @@ def read_examples(path: Path) -> list[str]:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise DLPError(f"{path}, line {i}: needs a non-empty \"prompt\" string")
         prompts.append(row["prompt"].strip())
+    return check_examples(prompts, str(path))
+
+
+def check_examples(prompts: list[str], source: str = "The examples") -> list[str]:
+    prompts = [p.strip() for p in prompts if p and p.strip()]
     if len(prompts) < MIN_EXAMPLES:
-        raise DLPError(f"{path} has {len(prompts)} example prompt(s); the router needs at least {MIN_EXAMPLES}",
+        raise DLPError(f"{source} has {len(prompts)} example prompt(s); the router needs at least {MIN_EXAMPLES}",
                        hint="add prompts a visitor would type for this adapter")
     return prompts
 
@@ -51,23 +56,27 @@ def check_name(name: str, taken: list[str]) -> str:
     return name
 
 
-def check_adapter(name: str, folder: Path, model) -> object:
-    """PEFT LoRA folder, safetensors only, shapes matching the base, rank and size within limits."""
+def check_adapter(name: str, folder: Path, model, max_bytes: int | None = None, max_rank: int | None = None):
+    """PEFT LoRA folder, safetensors only, shapes matching the base, rank and size within limits;
+    returns ``read_adapter``'s (info, weights)."""
     from .adapters import read_adapter
 
+    max_bytes, max_rank = max_bytes or MAX_BYTES, max_rank or MAX_RANK
     folder = Path(folder)
     weights = folder / "adapter_model.safetensors"
-    if weights.is_file() and weights.stat().st_size > MAX_BYTES:
+    if weights.is_file() and weights.stat().st_size > max_bytes:
         raise DLPError(f"Adapter '{name}' is {weights.stat().st_size / 2**20:.0f} MB; the limit is "
-                       f"{MAX_BYTES / 2**20:.0f} MB", hint="is this a full model rather than a LoRA?")
-    info, _ = read_adapter(name, folder, model)
-    if info.rank > MAX_RANK:
-        raise DLPError(f"Adapter '{name}' has rank {info.rank}; the limit is {MAX_RANK}")
-    return info
+                       f"{max_bytes / 2**20:.0f} MB", hint="is this a full model rather than a LoRA?")
+    info, lora = read_adapter(name, folder, model)
+    if info.rank > max_rank:
+        raise DLPError(f"Adapter '{name}' has rank {info.rank}; the limit is {max_rank}")
+    return info, lora
 
 
-def add(manifest_path: Path, name: str, location: str, is_hub: bool, examples_file: Path, task: str = "",
-        color: str = "") -> dict:
+def add(manifest_path: Path, name: str, location: str, is_hub: bool, examples_file: Path | list[str], task: str = "",
+        color: str = "", base=None) -> dict:
+    """``examples_file``: a JSONL file, or the prompts themselves; ``base``: an already loaded base model
+    (the app's), else it is loaded from the manifest."""
     from .adapters import resolve_folder
     from .base_model import load_base
     from .manifest import load_manifest
@@ -75,19 +84,21 @@ def add(manifest_path: Path, name: str, location: str, is_hub: bool, examples_fi
 
     manifest = load_manifest(manifest_path)
     check_name(name, manifest.names)
-    examples = read_examples(examples_file)
+    from_file = not isinstance(examples_file, list)
+    examples = read_examples(examples_file) if from_file else check_examples(examples_file)
     if manifest.router_path is None:
         raise DLPError(f"{manifest.path} has no router.path; the new adapter could never be routed to")
     if not is_hub and not Path(location).is_absolute():
         location = str((manifest.path.parent / location).resolve())  # relative to the manifest, as its paths are
     folder = resolve_folder(location, is_hub)
-    base = load_base(manifest.base_sources)
-    info = check_adapter(name, folder, base.model)
+    base = base or load_base(manifest.base_sources)
+    info, _ = check_adapter(name, folder, base.model)
     add_label(manifest.router_path, base.tokenizer, name, examples)
     data = json.loads(manifest.path.read_text(encoding="utf-8"))
     entry = {"name": name, ("hub" if is_hub else "path"): location if is_hub else _relative(folder, manifest.path.parent),
              "task": task or name, "color": color or PALETTE[len(data.get("adapters", [])) % len(PALETTE)],
-             "description": task or f"Added with add-adapter from {Path(examples_file).name}",
+             "description": task or (f"Added with add-adapter from {Path(examples_file).name}" if from_file
+                                     else "Added from the page"),
              "examples": examples[:2]}
     data.setdefault("adapters", []).append(entry)
     manifest.path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -114,3 +125,29 @@ def _relative(folder: Path, root: Path) -> str:
         return str(Path(folder).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(Path(folder).resolve())
+
+
+def keep_for_everyone(engine, name: str, folder: Path, examples: list[str]) -> dict:
+    """The page's "keep for everyone" (a local server only): copy the adapter next to the manifest, add it
+    as ``add-adapter`` does, then load it and the extended router into the running engine."""
+    import shutil
+
+    from .manifest import load_manifest
+    from .router import load_router
+
+    manifest = engine.manifest
+    check_name(name, [*engine.adapters, *engine.visitors.names_everywhere()])
+    dest = manifest.path.parent / "assets" / "adapters" / name
+    if dest.exists():
+        raise DLPError(f"{dest} already exists", hint="pick another name")
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("*.bin", "*.pt"))
+    try:
+        result = add(manifest.path, name, str(dest), False, list(examples), base=engine.base)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    engine.add_adapter(name, dest)
+    engine.routing.router = load_router(manifest.router_path)
+    engine.manifest = load_manifest(manifest.path)
+    engine.visitors.forget_replay()
+    return result

@@ -65,7 +65,7 @@ def word_diff(reference: str, text: str) -> list[tuple[str, str | None]]:
 
 
 @torch.inference_mode()
-def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float]) -> list[tuple[str, float]]:
+def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float], scope=None) -> list[tuple[str, float]]:
     """(token text, log p_mixture - log p_base) for each answer token: one batched forward of two rows."""
     from .fusion import build_plan, fused_layers
 
@@ -76,7 +76,7 @@ def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float]) -> l
         return []
     full = torch.cat([ids, answer_ids], dim=1).repeat(2, 1)  # (2, T)
     attn = torch.cat([mask, torch.ones_like(answer_ids)], dim=1).repeat(2, 1)
-    plan = build_plan(fused_layers(engine.model), [{}, engine.check_mixture(mixture)], engine.device)
+    plan = build_plan(fused_layers(engine.model), [{}, engine.check_mixture(mixture, scope)], engine.device)
     with plan.applied():
         logits = engine.model(input_ids=full, attention_mask=attn).logits.float()  # (2, T, V)
     start = ids.shape[1]

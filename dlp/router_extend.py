@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from .errors import DLPError
@@ -64,12 +65,15 @@ def with_new_label(router: MiniMLPRouter, label: str) -> MiniMLPRouter:
         head.bias[:-1].copy_(router.mlp[-1].bias)
         head.weight[-1].normal_(0, 0.01, generator=torch.Generator().manual_seed(0))
         head.bias[-1].fill_(float(router.mlp[-1].bias.min()))
+    bigger.embed.weight = router.embed.weight  # frozen while a label is taught (see teach): shared, not copied
     return bigger
 
 
 def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[str], label: str,
-          steps: int = 400, lr: float = 3e-3, seed: int = 0) -> MiniMLPRouter:
-    """Fine-tune on the replay set plus the new examples (repeated so they weigh like one replay label)."""
+          steps: int = 400, lr: float = 3e-3, seed: int = 0,
+          progress: Callable[[float], None] | None = None) -> MiniMLPRouter:
+    """Fine-tune on the replay set plus the new examples (repeated so they weigh like one replay label);
+    ``progress`` hears the finished share now and then (the page's progress bar)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     labels = list(router.cfg.labels)
@@ -111,8 +115,23 @@ def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[s
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if progress is not None and done % 20 == 0:
+                progress(done / steps)
     router.embed.weight.requires_grad_(True)
     return router.eval()
+
+
+def without_label(router: MiniMLPRouter, label: str) -> MiniMLPRouter:
+    """The router with ``label``'s output row dropped: the other labels keep their relative probabilities."""
+    keep = [i for i, n in enumerate(router.cfg.labels) if n != label]
+    cfg = RouterConfig(**{**router.cfg.__dict__, "labels": tuple(router.cfg.labels[i] for i in keep)})
+    smaller = MiniMLPRouter(cfg)
+    state = router.state_dict()
+    state["mlp.6.weight"], state["mlp.6.bias"] = state["mlp.6.weight"][keep], state["mlp.6.bias"][keep]
+    smaller.load_state_dict(state)
+    if smaller.embed.weight.data_ptr() != router.embed.weight.data_ptr():
+        smaller.embed.weight = router.embed.weight  # frozen when labels are taught: share, don't copy
+    return smaller.eval()
 
 
 def _words(text: str) -> set[str]:
@@ -167,14 +186,8 @@ def remove_label(folder: Path, label: str) -> None:
                 shutil.copy2(backup / name, folder / name)
         shutil.rmtree(backup)
         return
-    keep = [i for i, n in enumerate(router.cfg.labels) if n != label]
-    cfg = RouterConfig(**{**router.cfg.__dict__, "labels": tuple(router.cfg.labels[i] for i in keep)})
-    smaller = MiniMLPRouter(cfg)
-    state = router.state_dict()
-    state["mlp.6.weight"], state["mlp.6.bias"] = state["mlp.6.weight"][keep], state["mlp.6.bias"][keep]
-    smaller.load_state_dict(state)
     extra["added"] = [a for a in added if a != label]
-    save_router(smaller.eval(), folder, extra)
+    save_router(without_label(router, label), folder, extra)
     replay = [r for r in read_replay(folder) if label not in r["target"]]
     (folder / REPLAY).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replay), encoding="utf-8")
     if backup.is_dir():

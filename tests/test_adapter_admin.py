@@ -10,7 +10,6 @@ import tiny
 from dlp.cli import main
 from dlp.engine import Routing
 from dlp.manifest import load_manifest
-from dlp.router_extend import write_replay
 
 NEW = ["please write python code for the list", "python function code for a list please",
        "write code in python that sums a list", "python code to write a function", "a python function for this list",
@@ -20,11 +19,6 @@ NEW = ["please write python code for the list", "python function code for a list
 @pytest.fixture()
 def world(tmp_path):
     manifest = tiny.build(tmp_path)
-    m = load_manifest(manifest)
-    labels = list(json.loads((m.router_path / "router_config.json").read_text())["labels"])
-    replay = [(f"what is {w} two three", i) for i, w in enumerate(labels) for _ in range(3)]
-    replay += [("translate the food review", labels.index("beta")), ("how many apples", labels.index("alpha"))] * 3
-    write_replay(m.router_path, replay, labels, per_label=10)
     tok = tiny.make_tokenizer()
     tiny.make_adapter(tiny.make_model(tok), tmp_path / "mine", seed=42, targets=("q_proj", "v_proj"), r=4)
     examples = tmp_path / "examples.jsonl"
@@ -65,12 +59,8 @@ def test_bad_adapters_are_refused_and_leave_nothing(world, capsys, case, message
         (folder / "adapter_model.safetensors").unlink()
         torch.save({}, folder / "adapter_model.bin")
     elif case == "other_base":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        other = LlamaForCausalLM(LlamaConfig(vocab_size=120, hidden_size=48, intermediate_size=40, num_hidden_layers=2,
-                                             num_attention_heads=2, num_key_value_heads=1))
         shutil.rmtree(folder)
-        tiny.make_adapter(other, folder, seed=1, targets=("q_proj",), r=4)
+        tiny.make_foreign_adapter(folder)
     elif case == "corrupt":
         (folder / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     elif case == "rank":

@@ -1,6 +1,7 @@
 """The launched app through gradio_client, as a remote caller sees it."""
 
 import concurrent.futures as cf
+import re
 
 import pytest
 
@@ -75,10 +76,53 @@ def test_manual_mix(tiny_app_url):
     from gradio_client.exceptions import AppError
 
     client = Client(tiny_app_url, verbose=False)
-    # sliders: base (no adapter), then the adapters
-    base, _, mixed, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0.0, 0.5, 0.0, 0.5, api_name="/manual")
+    # sliders: base (no adapter), the adapters, then three slots for the visitor's own adapters
+    base, _, mixed, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0.0, 0.5, 0.0, 0.5, 0, 0, 0, api_name="/manual")
     assert base and mixed
-    only_base, _, same, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 1.0, 0.0, 0.0, 0.0, api_name="/manual")
+    only_base, _, same, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 1.0, 0.0, 0.0, 0.0, 0, 0, 0, api_name="/manual")
     assert _value(same) == _value(only_base)  # all weight on "base": the base model's answer
     with pytest.raises(AppError, match="All weights are 0"):
-        client.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, 0, api_name="/manual")
+        client.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, 0, 0, 0, 0, api_name="/manual")
+
+
+NEW = ["please write python code for the list", "python function code for a list please",
+       "write code in python that sums a list", "python code to write a function", "a python function for this list",
+       "code a python list function"]
+
+
+def test_an_uploaded_adapter_is_one_sessions_own(tiny_app_url, tiny_engine, tmp_path):
+    """Session A uploads an adapter: A routes to it and mixes it; B never sees it; A closing frees it."""
+    import time
+
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    import tiny
+
+    tiny.make_adapter(tiny.make_model(tiny.make_tokenizer()), tmp_path / "mine", seed=42, targets=("q_proj", "v_proj"))
+    files = [handle_file(str(tmp_path / "mine" / f)) for f in ("adapter_config.json", "adapter_model.safetensors")]
+    a, b = Client(tiny_app_url, verbose=False), Client(tiny_app_url, verbose=False)
+
+    def weights(client):  # the weights table, without the router's timing
+        return re.sub(r"router [0-9.]+ ms", "", client.predict("write python code for a list", 1.0, 0, "renorm",
+                                                                api_name="/route")[1])
+
+    before = weights(b)
+    status, table, *_ = a.predict(files, "", "mine", "\n".join(NEW), False, api_name="/add_adapter")
+    assert "Added **mine**" in status, status
+    assert any(row[0] == "mine" for row in table["data"])
+    assert tiny_engine.visitors.count == 1
+    assert "mine" in weights(a)
+    assert weights(b) == before
+    # A's Manual mix: the first slot is "mine"; all weight on it differs from the base model
+    base, _, mixed, _ = a.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, 0, 1.0, 0, 0, api_name="/manual")
+    assert _value(mixed) != _value(base)
+    with pytest.raises(AppError, match="All weights are 0"):  # B has no slot adapter: the slot weight is ignored
+        b.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, 0, 1.0, 0, 0, api_name="/manual")
+    status, *_ = b.predict(files, "", "mine", "one\ntwo", False, api_name="/add_adapter")
+    assert "at least 5" in status and tiny_engine.visitors.count == 1  # refused, nothing half-loaded
+    a.close()  # the session ends: Gradio's unload drops its adapter and its router
+    deadline = time.time() + 30
+    while tiny_engine.visitors.count and time.time() < deadline:
+        time.sleep(0.2)
+    assert tiny_engine.visitors.count == 0

@@ -61,6 +61,15 @@ def make_adapter(model, folder: Path, seed: int, targets=("q_proj", "v_proj", "o
     peft_model.save_pretrained(folder, safe_serialization=True)
 
 
+def make_foreign_adapter(folder: Path) -> None:
+    """A LoRA for another base model (hidden size 48, not 32): every shape check must refuse it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=120, hidden_size=48, intermediate_size=40, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    make_adapter(other, folder, seed=1, targets=("q_proj",), r=4)
+
+
 def fused_copy(model, root: Path, names=("a", "b"), device=None, dtype=None):
     """A copy of ``model`` with our fused layers holding the adapters in ``root/<name>``; (model, layers)."""
     import copy
@@ -89,6 +98,16 @@ def make_router(tokenizer, folder: Path, labels=("base", *NAMES), seed: int = 0)
     save_router(router, folder)
 
 
+def write_tiny_replay(folder: Path) -> None:
+    """A few prompts per label, so the router can learn a new adapter (add-adapter, the page's upload)."""
+    from dlp.router_extend import write_replay
+
+    labels = ["base", *NAMES]
+    items = [(f"what is {w} two three", i) for i, w in enumerate(labels) for _ in range(3)]
+    items += [("translate the food review", labels.index("beta")), ("how many apples", labels.index("alpha"))] * 3
+    write_replay(folder, items, labels, per_label=10)
+
+
 def build(root: Path) -> Path:
     """Write base model, adapters, router and manifest under ``root``; return the manifest path."""
     root = Path(root)
@@ -101,6 +120,7 @@ def build(root: Path) -> Path:
         make_adapter(model, root / "adapters" / name, seed=10 + i, targets=("q_proj", "v_proj", "o_proj") if i != 2
                      else ("q_proj", "k_proj", "down_proj"), r=4 if i != 1 else 2)
     make_router(tok, root / "router")
+    write_tiny_replay(root / "router")
     manifest = {
         "base": {"name": "tiny-llama", "sources": [{"kind": "path", "value": "base"}]},
         "adapters": [{"name": n, "path": f"adapters/{n}", "task": f"task {n}", "color": colors[i],

@@ -16,9 +16,14 @@ from dlp.generation import GenerationOptions
 RUNS: dict[str, threading.Event] = {}  # session -> the cancel flag of its run on screen (one run per visitor)
 
 
+def session_of(request: gr.Request | None) -> str:
+    """The visitor's session (each browser tab, and each gradio_client Client, has its own)."""
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
 def new_run(request: gr.Request | None) -> threading.Event:
     """A fresh cancel flag for this visitor's run; a run still going for the same visitor is stopped."""
-    key = getattr(request, "session_hash", None) or "anonymous"
+    key = session_of(request)
     old = RUNS.get(key)
     if old is not None:
         old.set()
@@ -28,14 +33,14 @@ def new_run(request: gr.Request | None) -> threading.Event:
 
 def end_run(request: gr.Request | None, event: threading.Event) -> None:
     """Forget a finished run, unless a newer run of the same visitor has replaced it."""
-    key = getattr(request, "session_hash", None) or "anonymous"
+    key = session_of(request)
     if RUNS.get(key) is event:
         del RUNS[key]
 
 
 def cancel_run(request: gr.Request = None) -> None:
     """Stop: the generate thread ends within a token and the partial text stays on screen."""
-    event = RUNS.get(getattr(request, "session_hash", None) or "anonymous")
+    event = RUNS.get(session_of(request))
     if event is not None:
         event.set()
 

@@ -15,8 +15,10 @@ import gradio as gr
 from dlp.charts import router_chart, timing_chart
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 
-from .common import (cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line, shaded_html, stale_note,
-                     timing_line, timing_table, user_error, weights_html)
+from dlp.session_adapters import MAX_PER_SESSION
+
+from .common import (cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line, session_of,
+                     shaded_html, stale_note, timing_line, timing_table, user_error, weights_html)
 
 MAX_SINGLES = 3
 COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
@@ -36,10 +38,11 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     names = engine.names
     examples = [ex for a in manifest.adapters for ex in a.examples[:1]] + list(manifest.mixed_examples)
 
-    def explain_route(route) -> tuple[str, str]:
+    def explain_route(route, scope) -> tuple[str, str]:
         kept = [n for n in route.selected if n != "base"] or list(route.selected)
-        names_now = engine.routing.names
-        scores = word_occlusion(lambda t: dict(zip(names_now, engine.routing.probs(t)[0].tolist())), route.prompt, kept)
+        routing = scope.routing
+        names_now = routing.names
+        scores = word_occlusion(lambda t: dict(zip(names_now, routing.probs(t)[0].tolist())), route.prompt, kept)
         pairs = [(w + " ", s) for w, s, _ in scores]
         best = ", ".join(f"**{w}** → {a} ({s:+.2f})" for w, s, a in top_words(scores))
         return shaded_html(pairs, max((abs(s) for _, s in pairs), default=0.0)), (
@@ -47,30 +50,34 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             f"(**{', '.join(kept)}**) falls when the word is removed. Most telling: {best or 'no single word stands out'}.")
 
     # ---- handlers ------------------------------------------------------------------------------
-    def route_only(prompt, top_p, top_k, weighting, last_run=None):
+    def route_only(prompt, top_p, top_k, weighting, last_run=None, request: gr.Request = None):
         """Routing only (no generation), so moving top-p updates the chart at once."""
         if not (prompt or "").strip():
             return gr.skip(), gr.skip()
         try:
-            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting)
+            scope = engine.scope(session_of(request))
+            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting, scope)
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             return gr.skip(), gr.skip()
         note = stale_note(prompt, top_p, top_k, weighting, last_run)
-        return router_chart(route.probs, route.selected, colors, route.top_p), weights_html(route, colors) + note
+        shades = {**colors, **scope.colors}
+        return router_chart(route.probs, route.selected, shades, route.top_p), weights_html(route, shades) + note
 
-    def route_button(prompt, top_p, top_k, weighting, last_run=None):
+    def route_button(prompt, top_p, top_k, weighting, last_run=None, request: gr.Request = None):
         if not (prompt or "").strip():
             gr.Warning("The prompt is empty: type a question, or pick one of the examples")
             return gr.skip(), gr.skip()
-        return route_only(prompt, top_p, top_k, weighting, last_run)
+        return route_only(prompt, top_p, top_k, weighting, last_run, request)
 
-    def compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, cancel=None):
+    def compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, scope,
+                       cancel=None):
         """The 14 Compare outputs per streamed update (chart, weights, base, 3 singles, fused, timing)."""
         options = parse_options(temperature, max_new_tokens, seed)
+        shades = {**colors, **scope.colors}
         first = True
         for update in engine.compare(prompt, float(top_p), parse_top_k(top_k), int(n_single), options, weighting,
-                                     every=2, cancel=cancel):
+                                     every=2, cancel=cancel, scope=scope):
             cols = update.as_dict()["columns"]
             base, singles, fused = cols[0], cols[1:-1], cols[-1]
             boxes = []
@@ -80,19 +87,22 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             visible = [gr.Column(visible=i < len(singles)) for i in range(MAX_SINGLES)]
             done = update.state.finished
             show = first or done  # the chart on the first and the last update (API callers read the last)
-            chart = router_chart(update.route.probs, update.route.selected, colors, update.route.top_p) \
+            chart = router_chart(update.route.probs, update.route.selected, shades, update.route.top_p) \
                 if show else gr.skip()
             stopped = " (stopped)" if done and update.state.cancelled else ""
             first = False
-            yield [chart, weights_html(update.route, colors) if show else gr.skip(), base["text"],
+            yield [chart, weights_html(update.route, shades) if show else gr.skip(), base["text"],
                    timing_line(base["timing"]) + stopped, *boxes, *visible,
                    gr.Textbox(value=fused["text"], label=fused["label"]), timing_line(fused["timing"]) + stopped,
                    timing_table(cols), timing_chart(cols, bench_ratio) if done else gr.skip()], update
 
-    def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single):
+    def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
+                    request: gr.Request = None):
         """The API endpoint: errors are raised, as API callers expect."""
         try:
-            for outs, _ in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single):
+            scope = engine.scope(session_of(request))
+            for outs, _ in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
+                                          scope):
                 yield outs
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
@@ -103,7 +113,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None,
     }
 
-    def insights(update, settings) -> list:
+    def insights(update, settings, scope) -> list:
         """After a run: word diffs, the fused answer shaded by what the adapters added, the run record."""
         cols = update.as_dict()["columns"]
         base, singles, fused = cols[0], cols[1:-1], cols[-1]
@@ -119,7 +129,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                                         label=f"DLP fused vs {ref['label']}"))
         adapters = {n: w for n, w in fused["mixture"].items() if n != "base"}
         if adapters and fused["text"].strip():
-            gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"])
+            gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"], scope)
             gain_view = gr.HTML(value=shaded_html(gains, 3.0), visible=True)
             gain_note = ("Each token of the fused answer, shaded by how much more likely the fused model made it than "
                          "the base model did (red: the adapters wrote it; blue: the base model preferred it; one "
@@ -131,7 +141,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             "prompt": update.route.prompt, "settings": {k: v for k, v in settings.items() if k != "prompt"},
             "route": update.route.as_dict(),
             "columns": [{k: c[k] for k in ("key", "label", "mixture", "text", "timing")} for c in cols],
-            "versions": versions,
+            "versions": {**versions, **({"visitor_adapters": list(scope.mine)} if scope.mine else {})},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         path = Path(tempfile.mkdtemp(dir=_EXPORTS)) / "dlp-run.json"
@@ -147,12 +157,13 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                     "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens}
         skip_extra = [gr.skip()] * (len(extra_outputs))
         try:
+            scope = engine.scope(session_of(request))
             first, last, last_outs = True, None, None
             for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
-                                               n_single, cancel):
+                                               n_single, scope, cancel):
                 if first:
                     settings["top_k"] = update.route.top_k
-                    why, why_md = explain_route(update.route)
+                    why, why_md = explain_route(update.route, scope)
                     yield [*outs, run_line(settings["prompt"], settings), settings, why, why_md, *skip_extra]
                 else:
                     yield [*outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip_extra]
@@ -160,7 +171,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             if last is not None:
                 # The final state once more with the insights: updates that arrive back to back can be
                 # coalesced by the page, and the last one must carry the charts.
-                yield [*last_outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *insights(last, settings)]
+                yield [*last_outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *insights(last, settings, scope)]
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             yield [gr.skip()] * (len(outputs) + 4 + len(extra_outputs))
@@ -198,7 +209,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         with gr.Column(scale=2):
             with gr.Accordion("Advanced", open=True):
                 top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
-                top_k = gr.Number(value=d.top_k, precision=0, minimum=0, maximum=len(names) + 1,
+                top_k = gr.Number(value=d.top_k, precision=0, minimum=0, maximum=len(names) + 1 + MAX_PER_SESSION,
                                   label="top-k (0 = no cap)")
                 weighting = gr.Radio(["renorm", "softmax"], value="renorm", label="fusion weighting",
                                      info="renorm: p / sum (the paper) · softmax: the original code")

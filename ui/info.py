@@ -1,4 +1,4 @@
-"""The reading tabs: the loaded adapters with their cards, the evaluation results, and the method."""
+"""The reading tabs: the evaluation results and the method."""
 
 from __future__ import annotations
 
@@ -31,20 +31,6 @@ Papers: [DLP-LoRA (arXiv 2410.01497)](https://arxiv.org/abs/2410.01497) ·
 The *softmax* weighting option reproduces the original repository's code (a softmax over the kept
 probabilities, which flattens the weights); *renorm* follows the paper's text.
 """
-
-
-def adapters_tab(engine) -> None:
-    rows = []
-    for a in engine.manifest.adapters:
-        info = engine.adapters.get(a.name)
-        rows.append([a.name, a.task, info.rank if info else "-", ", ".join(info.targets) if info else "-",
-                     f"{info.size_bytes / 1e6:.2f} MB" if info else "-", a.description])
-    gr.Dataframe(rows, headers=["name", "task", "rank", "targets", "size", "description"], interactive=False, wrap=True)
-    for a in engine.manifest.adapters:
-        info = engine.adapters.get(a.name)
-        with gr.Accordion(f"Card: {a.name}", open=False):
-            card = (info.folder / "README.md") if info else None
-            gr.Markdown(card.read_text(encoding="utf-8") if card and card.is_file() else "(no card)")
 
 
 def results_tab(folder: Path) -> None:

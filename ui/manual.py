@@ -2,42 +2,60 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from dlp.engine import Column
 from dlp.errors import DLPError
+from dlp.session_adapters import MAX_PER_SESSION
 
-from .common import message, parse_options, parse_top_k, timing_line, user_error
+from .common import message, parse_options, parse_top_k, session_of, timing_line, user_error
 
 
-def build(engine, shared) -> None:
-    """``shared`` holds the Compare tab's controls (sampling settings and routing knobs)."""
-    mix_names = ["base", *engine.names]  # weight on "base" (no adapter) scales the others down
+def build(engine, shared) -> SimpleNamespace:
+    """``shared`` holds the Compare tab's controls (sampling settings and routing knobs). Returns the
+    visitor's slider slots and ``slot_updates(session)``, which the Adapters tab calls after an add or remove."""
+    fixed = ["base", *engine.names]  # weight on "base" (no adapter) scales the others down
 
-    def run_manual(prompt, temperature, max_new_tokens, seed, *weights):
+    def mix_names(request) -> list[str]:
+        """Fixed sliders, then one slot per adapter this visitor added (in the order they were added)."""
+        return [*fixed, *engine.visitors.names(session_of(request))]
+
+    def run_manual(request: gr.Request, prompt, temperature, max_new_tokens, seed, *weights):
+        """``request`` first: Gradio injects it only among positional parameters."""
         try:
             options = parse_options(temperature, max_new_tokens, seed)
-            mixture = {n: float(w) for n, w in zip(mix_names, weights) if w and float(w) > 0}
+            mixture = {n: float(w) for n, w in zip(mix_names(request), weights) if w and float(w) > 0}
             total = sum(mixture.values())
             if not mixture:
                 raise DLPError("All weights are 0", hint="move at least one slider above 0")
             mixture = {n: w / total for n, w in mixture.items()}
             label = "Manual mix: " + " + ".join(f"{n} {w:.2f}" for n, w in mixture.items())
             columns = [Column("base", "Base model", {}), Column("manual", label, mixture)]
-            for update in engine.stream(prompt, columns, options, every=2):
+            scope = engine.scope(session_of(request))
+            for update in engine.stream(prompt, columns, options, every=2, scope=scope):
                 out = update.as_dict()["columns"]
                 yield (out[0]["text"], timing_line(out[0]["timing"]),
                        gr.Textbox(value=out[1]["text"], label=label), timing_line(out[1]["timing"]))
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
 
-    def copy_router_weights(prompt, top_p, top_k, weighting):
+    def copy_router_weights(prompt, top_p, top_k, weighting, request: gr.Request):
+        n_sliders = len(fixed) + MAX_PER_SESSION
         try:
-            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting)
+            scope = engine.scope(session_of(request))
+            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting, scope)
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
-            return [gr.skip()] * len(mix_names)
-        return [round(route.selected.get(n, 0.0), 3) for n in mix_names]
+            return [gr.skip()] * n_sliders
+        values = [round(route.selected.get(n, 0.0), 3) for n in mix_names(request)]
+        return values + [0.0] * (n_sliders - len(values))
+
+    def slot_updates(session: str) -> list:
+        mine = engine.visitors.names(session)
+        return [gr.Slider(visible=i < len(mine), label=f"{mine[i]} (yours)" if i < len(mine) else "", value=0)
+                for i in range(MAX_PER_SESSION)]
 
     gr.Markdown("Set the fusion weights by hand (they are normalized to sum to 1) and compare with the base model. "
                 "Weight on **base (no adapter)** scales every adapter's contribution down.")
@@ -45,7 +63,9 @@ def build(engine, shared) -> None:
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="manual-prompt")
             sliders = [gr.Slider(0, 1, value=0, step=0.05, label="base (no adapter)" if n == "base" else n)
-                       for n in mix_names]
+                       for n in fixed]
+            slots = [gr.Slider(0, 1, value=0, step=0.05, visible=False, elem_classes="slot")
+                     for _ in range(MAX_PER_SESSION)]
             with gr.Row():
                 copy = gr.Button("Start from the router's weights")
                 run = gr.Button("Generate with this mix", variant="primary", elem_id="manual-run")
@@ -54,6 +74,8 @@ def build(engine, shared) -> None:
             t_base = gr.Markdown(elem_classes="col-timing")
             out = gr.Textbox(label="Manual mix", lines=10, interactive=False, elem_id="out-manual")
             t_out = gr.Markdown(elem_classes="col-timing")
-    copy.click(copy_router_weights, [prompt, shared.top_p, shared.top_k, shared.weighting], sliders, api_name=False)
-    run.click(run_manual, [prompt, shared.temperature, shared.max_new_tokens, shared.seed, *sliders],
+    copy.click(copy_router_weights, [prompt, shared.top_p, shared.top_k, shared.weighting], [*sliders, *slots],
+               api_name=False)
+    run.click(run_manual, [prompt, shared.temperature, shared.max_new_tokens, shared.seed, *sliders, *slots],
               [base, t_base, out, t_out], api_name="manual")
+    return SimpleNamespace(slots=slots, slot_updates=slot_updates)
