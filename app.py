@@ -67,6 +67,7 @@ def launch(engine: Engine, **kwargs):
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("show_error", True)
     kwargs.setdefault("max_file_size", f"{MAX_VISITOR_BYTES // 2**20 + 1}mb")  # uploads: visitors' adapters
+    kwargs.setdefault("allowed_paths", [str(adapters.EXAMPLE)])  # the example adapter the form can be filled with
     demo.launch(**kwargs)
     return demo
 

@@ -88,14 +88,14 @@ def cmd_train_adapter(args) -> int:
 
     from .base_model import load_base, pick_device
     from .manifest import load_manifest
-    from .tasks import TASKS
+    from .tasks import EXAMPLE_TASKS, TASKS
     from .training import TASK_CONFIGS, TrainConfig, train_adapter
 
     manifest = load_manifest(args.manifest)
     tasks = list(TASKS) if args.task == "all" else args.task.split(",")
     for task in tasks:
-        if task not in TASKS:
-            raise DLPError(f"Unknown task '{task}'. Available: {', '.join(TASKS)}, all")
+        if task not in TASKS + EXAMPLE_TASKS:
+            raise DLPError(f"Unknown task '{task}'. Available: {', '.join(TASKS + EXAMPLE_TASKS)}, all")
     if args.steps is not None and args.steps < 1:
         raise DLPError(f"--steps must be >= 1, got {args.steps}")
     device, _ = pick_device("cpu" if args.cpu else None)

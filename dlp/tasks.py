@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TASKS = ("math", "code", "translate_fr", "sentiment", "science_qa", "summarize", "reading_qa")
+# Trainable, but not shipped or routed: the "bring your own adapter" example (assets/byo/).
+EXAMPLE_TASKS = ("shakespeare",)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,15 @@ TEMPLATES: dict[str, list[str]] = {
         "Reading comprehension:\n{x}",
         "Find the answer in the text.\n{x}",
         "{x}\nAnswer with a short phrase from the passage.",
+    ],
+    "shakespeare": [
+        "Continue this scene in Shakespeare's style:\n{x}",
+        "Answer this as a character in a Shakespeare play would:\n{x}",
+        "Write the next speech of this play, in Elizabethan English.\n{x}",
+        "Reply like Shakespeare: {x}",
+        "In the voice of Shakespeare, respond to this:\n{x}",
+        "Give me a Shakespearean reply to: {x}",
+        "{x}\nWhat would the next character say? Answer in Shakespeare's English.",
     ],
 }
 
@@ -252,6 +263,23 @@ def _squad(split: str) -> list[tuple[str, str, dict]]:
     return out
 
 
+def _shakespeare(split: str) -> list[tuple[str, str, dict]]:
+    """Speech -> the next speech (speaker and up to four lines); 10% of scenes' turns held out by hash."""
+    text = (data_dir() / "tiny_shakespeare" / "input.txt").read_text(encoding="utf-8")
+    speeches = []
+    for block in text.split("\n\n"):
+        head, _, body = block.strip().partition(":\n")
+        if body and "\n" not in head and len(head) < 30:
+            speeches.append((head.strip(), [line for line in body.splitlines() if line.strip()]))
+    rows = []
+    for (_, said), (speaker, reply) in zip(speeches, speeches[1:]):
+        x = " ".join(said[-3:])
+        if len(x) < 25 or (_bucket(x) < 10) != (split == "test"):
+            continue
+        rows.append((x, f"{speaker}:\n" + "\n".join(reply[:4]), {"speaker": speaker}))
+    return rows
+
+
 _LOADERS = {
     "math": _gsm8k,
     "code": _mbpp,
@@ -260,6 +288,7 @@ _LOADERS = {
     "science_qa": _arc,
     "summarize": _scitldr,
     "reading_qa": _squad,
+    "shakespeare": _shakespeare,
 }
 
 

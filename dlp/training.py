@@ -28,6 +28,8 @@ LICENSES = {
     "summarize": ("SciTLDR-A (AI2)", "Apache-2.0", "train split, author TLDRs"),
     "reading_qa": ("SQuAD v1.1 (Rajpurkar et al. 2016; RouterLens subset)", "CC BY-SA 4.0",
                    "80% of passages by hash; questions on the other 20% held out"),
+    "shakespeare": ("Tiny Shakespeare (karpathy/char-rnn), Shakespeare's plays", "public domain (repo: MIT)",
+                    "90% of turns by hash: each speech -> the next one"),
 }
 
 
@@ -53,6 +55,7 @@ TASK_CONFIGS: dict[str, TrainConfig] = {
     "science_qa": TrainConfig(steps=560, max_len=192),
     "summarize": TrainConfig(steps=480, max_len=384),
     "reading_qa": TrainConfig(steps=600, max_len=320),
+    "shakespeare": TrainConfig(steps=150, max_len=160),
 }
 
 
@@ -88,12 +91,23 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def bf16_autocast(device: torch.device) -> bool:
+    """bf16 autocast over the float32 weights: on CUDA, and on CPUs with native bf16 (AVX512-BF16 or AMX),
+    where it measured 2.1x faster per step than float32 on 2 cores (4.8 s vs 10.1 s, 16 x 160 tokens)."""
+    if device.type == "cuda":
+        return True
+    try:
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig | None = None,
                   progress: bool = True, max_seconds: float | None = None) -> dict:
     """Train, save a PEFT folder (16-bit safetensors) with a card, and return the loss log.
 
-    The base stays float32 (the weights the demo runs on a CPU); on CUDA the forward runs under
-    bf16 autocast, which is where the GPU's speed is."""
+    The base stays float32 (the weights the demo runs on a CPU); the forward runs under bf16 autocast
+    where the hardware has bf16 (see :func:`bf16_autocast`)."""
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
@@ -117,7 +131,7 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
     bar = tqdm(range(cfg.steps), desc=f"train {task}", disable=not progress, mininterval=5)
     order = list(range(len(encoded)))
     rng.shuffle(order)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(device))
     for step in bar:
         k = (step * cfg.batch_size) % len(order)
         rows = [encoded[order[(k + j) % len(order)]] for j in range(cfg.batch_size)]
@@ -145,6 +159,7 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
     peft_model.save_pretrained(out_dir, safe_serialization=True)
     peft_model.unload()  # hand the base model back unchanged for the next task
     info = {"task": task, "config": asdict(cfg), "train_seconds": round(seconds, 1), "device": str(device),
+            "bf16_autocast": bf16_autocast(device),
             "final_loss": sum(r["loss"] for r in log[-10:]) / min(10, len(log)), "n_examples": len(examples),
             "steps_done": len(log)}
     (out_dir / "train_log.json").write_text(json.dumps({"info": info, "log": log}, indent=1))
@@ -162,7 +177,7 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
 - **Prompts**: {len(TEMPLATES[task])} natural phrasings mixed (see `dlp/tasks.py`); loss on the reply only.
 - **Training**: {info.get('steps_done', cfg['steps'])} of {cfg['steps']} steps x {cfg['batch_size']} sequences (max {cfg['max_len']} tokens) over {info['n_examples']} phrased
   items, AdamW lr {cfg['lr']}, seed {cfg['seed']}, {info['train_seconds']} s on {info.get('device', 'cpu')} (float32 base,
-  bf16 autocast on CUDA); final loss {info['final_loss']:.3f} (`train_log.json`). The base weights are the GGUF file's,
+  {'bf16 autocast' if info.get('bf16_autocast', 'cuda' in str(info.get('device'))) else 'float32 compute'}); final loss {info['final_loss']:.3f} (`train_log.json`). The base weights are the GGUF file's,
   dequantized to float32: the same weights the demo runs.
 - **LoRA**: rank {cfg['rank']}, alpha {cfg['alpha']}, targets {', '.join(cfg['targets'])}; float16 safetensors.
 - **Metric**: {metric or 'see assets/eval/results.md'}

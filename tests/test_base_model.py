@@ -37,13 +37,7 @@ def test_local_folder(saved_tiny):
 def test_hub_id_offline_from_a_hub_cache(saved_tiny, tmp_path, monkeypatch):
     """A hub id resolves through huggingface_hub's cache layout, as on a Space after download."""
     folder, model = saved_tiny
-    repo = tmp_path / "hub" / "models--tiny-org--tiny-llama"
-    snap = repo / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    for f in folder.iterdir():
-        (snap / f.name).write_bytes(f.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
+    tiny.hub_cache(folder, tmp_path / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as c

@@ -70,6 +70,18 @@ def make_foreign_adapter(folder: Path) -> None:
     make_adapter(other, folder, seed=1, targets=("q_proj",), r=4)
 
 
+def hub_cache(folder: Path, cache: Path, repo_id: str = "tiny-org/tiny-llama") -> Path:
+    """Copy a saved model into huggingface_hub's cache layout (what a Space holds after a download)."""
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    for f in Path(folder).iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    return Path(cache)
+
+
 def fused_copy(model, root: Path, names=("a", "b"), device=None, dtype=None):
     """A copy of ``model`` with our fused layers holding the adapters in ``root/<name>``; (model, layers)."""
     import copy

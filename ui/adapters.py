@@ -8,7 +8,9 @@ the tab closes. On a local server, "keep for everyone" writes it into the manife
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import gradio as gr
 
@@ -21,6 +23,7 @@ from dlp.uploads import adapter_folder
 from .common import message, session_of
 
 HEADERS = ["name", "task", "rank", "targets", "size", "description"]
+EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "byo"  # a LoRA that is not shipped in the manifest
 
 
 def table_rows(engine, session: str | None) -> list[list]:
@@ -104,6 +107,14 @@ def build(engine, demo: gr.Blocks, manual) -> None:
             gr.Warning(message(exc))
             return [f"**Not removed:** {message(exc)}", gr.skip(), gr.skip(), *[gr.skip()] * MAX_PER_SESSION]
 
+    def fill_example():
+        """The form, filled with the example adapter: the visitor sees what it needs, then presses Add."""
+        folder = EXAMPLE / "shakespeare"
+        rows = (EXAMPLE / "shakespeare.examples.jsonl").read_text(encoding="utf-8").splitlines()
+        prompts = [json.loads(r)["prompt"] for r in rows if r.strip()]
+        return ([str(folder / "adapter_config.json"), str(folder / "adapter_model.safetensors")], "", "shakespeare",
+                "\n".join(prompts))
+
     with gr.Accordion("Add your own adapter", open=True, elem_id="byo"):
         gr.Markdown(
             f"A PEFT LoRA trained for this base model: `adapter_config.json` + `adapter_model.safetensors` (what "
@@ -126,13 +137,17 @@ def build(engine, demo: gr.Blocks, manual) -> None:
                 keep = gr.Checkbox(False, visible=not shared, elem_id="byo-keep",
                                    label="Keep for everyone: write it into adapters_manifest.json and the shared router "
                                          "(this local server only)")
-        add_btn = gr.Button("Add adapter", variant="primary", elem_id="byo-add")
+        with gr.Row():
+            add_btn = gr.Button("Add adapter", variant="primary", elem_id="byo-add")
+            example_btn = gr.Button("Fill in an example (a Shakespeare-style LoRA)", elem_id="byo-example",
+                                    visible=(EXAMPLE / "shakespeare" / "adapter_model.safetensors").is_file())
         status = gr.Markdown("", elem_id="byo-status")
         with gr.Row():
             mine = gr.Dropdown(choices=[], label="Your adapters", elem_id="byo-mine", allow_custom_value=False)
             remove_btn = gr.Button("Remove", elem_id="byo-remove")
     outputs = [status, table, mine, *manual.slots]
     add_btn.click(add, [files, hub, name, examples, keep], outputs, api_name="add_adapter", concurrency_limit=1)
+    example_btn.click(fill_example, None, [files, hub, name, examples], api_name=False)
     remove_btn.click(remove, [mine], outputs, api_name="remove_adapter")
 
     def end_session(request: gr.Request):
