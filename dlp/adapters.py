@@ -31,16 +31,28 @@ class AdapterInfo:
     size_bytes: int  # on disk
 
 
-def resolve_folder(location: str, is_hub: bool) -> Path:
+def resolve_folder(location: str, is_hub: bool, max_bytes: int | None = None) -> Path:
+    """A local folder, or a hub repo's adapter files downloaded into the hub cache. With ``max_bytes`` (a
+    visitor's hub id) the weights' size is asked of the hub first, so a huge file is never downloaded."""
     if not is_hub:
         return Path(location)
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
-        return Path(snapshot_download(location, allow_patterns=["adapter_config.json", "*.safetensors", "README.md"]))
+        if max_bytes is not None:
+            files = HfApi().model_info(location, files_metadata=True).siblings or []
+            size = sum(f.size or 0 for f in files if f.rfilename == "adapter_model.safetensors")
+            if size > max_bytes:
+                raise DLPError(f"{location}: adapter_model.safetensors is {size / 2**20:.0f} MB; the limit is "
+                               f"{max_bytes / 2**20:.0f} MB")
+        patterns = ["adapter_config.json", "adapter_model.safetensors", "README.md"] if max_bytes is not None \
+            else ["adapter_config.json", "*.safetensors", "README.md"]
+        return Path(snapshot_download(location, allow_patterns=patterns))
+    except DLPError:
+        raise
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, ...
         raise DLPError(f"Could not fetch adapter '{location}' from the hub: {str(exc).splitlines()[0]}",
-                       hint="use a local 'path' in the manifest when offline") from None
+                       hint="offline, use a local folder (a manifest 'path') or upload the files") from None
 
 
 def read_adapter(name: str, folder: Path, model: nn.Module) -> tuple[AdapterInfo, dict[str, LoRAWeights]]:

@@ -60,8 +60,12 @@ def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
     prefer = prefer or os.environ.get("DLP_DEVICE")
     if prefer == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu"), torch.float32
-    # DLP_DTYPE=float32 on a GPU reproduces the CPU demo's numbers (the evaluation uses it).
-    return torch.device("cuda"), torch.float32 if os.environ.get("DLP_DTYPE") == "float32" else torch.bfloat16
+    # DLP_DTYPE=float32 on a GPU reproduces the CPU demo's numbers (the evaluation uses it). GPUs without
+    # bf16 (a T4) get float16.
+    choice = os.environ.get("DLP_DTYPE", "")
+    if choice in ("float32", "float16", "bfloat16"):
+        return torch.device("cuda"), getattr(torch, choice)
+    return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def cache_root() -> Path:

@@ -121,6 +121,8 @@ def test_an_uploaded_adapter_is_one_sessions_own(tiny_app_url, tiny_engine, tmp_
         b.predict(PROMPTS[2], 0.0, 8, 0, 0, 0, 0, 0, 1.0, 0, 0, api_name="/manual")
     status, *_ = b.predict(files, "", "mine", "one\ntwo", False, api_name="/add_adapter")
     assert "at least 5" in status and tiny_engine.visitors.count == 1  # refused, nothing half-loaded
+    status, *_ = b.predict([], "nobody/no-such-lora", "hubbed", "\n".join(NEW), False, api_name="/add_adapter")
+    assert "Could not fetch" in status and tiny_engine.visitors.count == 1  # offline here: a message, not a trace
     a.close()  # the session ends: Gradio's unload drops its adapter and its router
     deadline = time.time() + 30
     while tiny_engine.visitors.count and time.time() < deadline:

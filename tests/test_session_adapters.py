@@ -46,6 +46,8 @@ def test_a_visitor_adapter_is_private_and_routed(world):
     try:
         a = engine.scope("A")
         assert a.names[-1] == "mine" and a.mine == ("mine",)
+        shared = engine.routing.router.embed.weight
+        assert a.routing.router.embed.weight.data_ptr() == shared.data_ptr(), "the embedding is shared, not copied"
         probs = _probs(engine, "A", "write python code for a list")
         assert max(probs, key=probs.get) == "mine"
         for session in (None, "B"):  # everyone else: same names, same probabilities, to the bit

@@ -30,14 +30,18 @@ def table_rows(engine, session: str | None) -> list[list]:
     rows = []
     for a in engine.manifest.adapters:
         info = engine.adapters.get(a.name)
-        rows.append([a.name, a.task, info.rank if info else "-", ", ".join(info.targets) if info else "-",
+        rows.append([a.name, a.task, info.rank if info else "-", _targets(info) if info else "-",
                      f"{info.size_bytes / 1e6:.2f} MB" if info else "-", a.description])
     for name in engine.visitors.names(session):
         v = engine.visitors.get(session, name)
         if v is not None:
-            rows.append([name, "yours (this session only)", v.info.rank, ", ".join(v.info.targets),
+            rows.append([name, "yours (this session only)", v.info.rank, _targets(v.info),
                          f"{v.info.size_bytes / 1e6:.2f} MB", f"Routed from your {len(v.examples)} example prompts"])
     return rows
+
+
+def _targets(info) -> str:
+    return " ".join(t.removesuffix("_proj") for t in info.targets)
 
 
 def build(engine, demo: gr.Blocks, manual) -> None:
@@ -45,11 +49,6 @@ def build(engine, demo: gr.Blocks, manual) -> None:
     shared = shared_server()
     table = gr.Dataframe(table_rows(engine, None), headers=HEADERS, interactive=False, wrap=True,
                          elem_id="adapters-table")
-    for a in engine.manifest.adapters:
-        info = engine.adapters.get(a.name)
-        with gr.Accordion(f"Card: {a.name}", open=False):
-            card = (info.folder / "README.md") if info else None
-            gr.Markdown(card.read_text(encoding="utf-8") if card and card.is_file() else "(no card)")
 
     def refreshed(session: str, status: str) -> list:
         mine = engine.visitors.names(session)
@@ -74,7 +73,7 @@ def build(engine, demo: gr.Blocks, manual) -> None:
             if files:
                 folder = adapter_folder(files, MAX_VISITOR_BYTES)
             else:
-                folder, fetched = resolve_folder(hub_id, True), True
+                folder, fetched = resolve_folder(hub_id, True, MAX_VISITOR_BYTES), True
             if keep and not shared:
                 progress(0.2, desc="Teaching the shared router")
                 result = keep_for_everyone(engine, (name or "").strip(), folder, examples)
@@ -87,7 +86,7 @@ def build(engine, demo: gr.Blocks, manual) -> None:
                 status = (f"Added **{adapter.name}** (rank {adapter.info.rank}, {', '.join(adapter.info.targets)}) for "
                           f"this session. Its first example now routes to it with p = "
                           f"{route.probs[adapter.name]:.2f}. Try it in **Compare** and **Manual mix**; it goes away "
-                          f"when you close the tab.")
+                          f"when you close or reload the tab.")
             return refreshed(session, status)
         except Exception as exc:  # noqa: BLE001 - one message; the form keeps what was typed
             gr.Warning(message(exc))
@@ -119,15 +118,15 @@ def build(engine, demo: gr.Blocks, manual) -> None:
         gr.Markdown(
             f"A PEFT LoRA trained for this base model: `adapter_config.json` + `adapter_model.safetensors` (what "
             f"`save_pretrained` writes), or a zip of them, or a hub id. Give it a name and at least 5 prompts a "
-            f"visitor would type for it; the router learns it from them in about 10 s. It is **yours**: other "
-            f"visitors never see it or its routing, and it is dropped when you close the tab. Limits: "
+            f"visitor would type for it; the router learns it from them in seconds. It is **yours**: other "
+            f"visitors never see it or its routing, and it is dropped when you close or reload the tab. Limits: "
             f"{MAX_PER_SESSION} per visitor, rank ≤ {MAX_VISITOR_RANK}, {MAX_VISITOR_BYTES // 2**20} MB; pickled "
             f"`.bin`/`.pt` weights are refused.")
         with gr.Row():
             with gr.Column(min_width=280):
                 files = gr.File(label="Adapter files or a zip", file_count="multiple", elem_id="byo-files",
                                 file_types=[".json", ".safetensors", ".zip", ".bin", ".pt"])
-                hub = gr.Textbox(label="…or a hub id", placeholder="user/my-lora (where the hub is reachable)",
+                hub = gr.Textbox(label="…or a hub id", placeholder="user/my-lora",
                                  elem_id="byo-hub")
             with gr.Column(min_width=280):
                 name = gr.Textbox(label="Name", placeholder="poetry", max_length=40, elem_id="byo-name")
@@ -145,6 +144,11 @@ def build(engine, demo: gr.Blocks, manual) -> None:
         with gr.Row():
             mine = gr.Dropdown(choices=[], label="Your adapters", elem_id="byo-mine", allow_custom_value=False)
             remove_btn = gr.Button("Remove", elem_id="byo-remove")
+    for a in engine.manifest.adapters:
+        info = engine.adapters.get(a.name)
+        with gr.Accordion(f"Card: {a.name}", open=False):
+            card = (info.folder / "README.md") if info else None
+            gr.Markdown(card.read_text(encoding="utf-8") if card and card.is_file() else "(no card)")
     outputs = [status, table, mine, *manual.slots]
     add_btn.click(add, [files, hub, name, examples, keep], outputs, api_name="add_adapter", concurrency_limit=1)
     example_btn.click(fill_example, None, [files, hub, name, examples], api_name=False)
