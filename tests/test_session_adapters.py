@@ -146,3 +146,22 @@ def test_uploads_become_a_folder_and_pickles_are_refused(world, tmp_path):
         adapter_folder([tmp_path / "bad.zip"], 2**20)
     with pytest.raises(DLPError, match="missing"):
         adapter_folder([src / "adapter_config.json"], 2**20)
+
+
+def test_keep_for_everyone_writes_the_manifest_and_serves_everyone(tmp_path):
+    """The page's local-only option: the adapter joins the manifest, the shared router and the running engine."""
+    from dlp.adapter_admin import keep_for_everyone, remove
+
+    manifest = tiny.build(tmp_path)
+    engine = Engine(load_manifest(manifest))
+    tiny.make_adapter(tiny.make_model(tiny.make_tokenizer()), tmp_path / "upload", seed=42, targets=("q_proj", "v_proj"))
+    keep_for_everyone(engine, "mine", tmp_path / "upload", NEW)
+    assert (tmp_path / "assets" / "adapters" / "mine" / "adapter_model.safetensors").is_file()
+    assert "mine" in load_manifest(manifest).names and "mine" in engine.names
+    for session in (None, "anyone"):
+        probs = _probs(engine, session, "write python code for a list")
+        assert max(probs, key=probs.get) == "mine"
+    with pytest.raises(DLPError, match="already"):
+        keep_for_everyone(engine, "mine", tmp_path / "upload", NEW)
+    remove(manifest, "mine")  # the command line undoes it, as for add-adapter
+    assert "mine" not in load_manifest(manifest).names
