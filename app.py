@@ -16,7 +16,7 @@ from dlp.charts import BASE_COLOR
 from dlp.engine import Engine
 from dlp.errors import DLPError
 from dlp.session_adapters import MAX_VISITOR_BYTES
-from ui import adapters, compare, info, manual
+from ui import adapters, compare, info, manual, sweep
 from ui.common import read_json
 
 RESULTS = Path(__file__).resolve().parent / "assets" / "eval"
@@ -50,6 +50,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
             shared = compare.build(engine, colors, bench_ratio, demo)
         with gr.Tab("Manual mix"):
             slots = manual.build(engine, shared)
+        with gr.Tab("Sweep") as tab:
+            sweep.build(engine, shared, colors, tab)
         with gr.Tab("Adapters"):
             adapters.build(engine, demo, slots)
         with gr.Tab("Results"):

@@ -104,3 +104,19 @@ def confusion_chart(labels: list[str], matrix: list[list[int]]) -> go.Figure:
     fig.update_xaxes(title="router's top-1", tickangle=-30)
     fig.update_yaxes(title="true label", autorange="reversed")
     return _layout(fig, "Router on held-out prompts (counts; colour: share of the row)", 90 + 34 * len(labels))
+
+
+def sweep_chart(weights: list[float], like_a: list[float], like_b: list[float], a: str, b: str,
+                colors: dict[str, str]) -> go.Figure:
+    """How each answer of a sweep resembles the two ends: where the lines cross, the answer changes hands."""
+    fig = go.Figure()
+    for name, values in ((a, like_a), (b, like_b)):
+        fig.add_scatter(x=weights, y=values, mode="lines+markers", name=f"like the {name} answer",
+                        line=dict(color=colors.get(name, BASE_COLOR if name == "base" else "#888888"), width=3),
+                        hovertemplate="weight on " + b + " %{x:.2f}: %{y:.2f}<extra></extra>")
+    fig.update_xaxes(title=f"weight on {b}", range=[-0.03, 1.03], gridcolor="#eee", tickvals=weights)
+    fig.update_yaxes(title="words in common", range=[0, 1.05], gridcolor="#eee")
+    fig = _layout(fig, f"{a} → {b}", 340)
+    fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
+                      margin=dict(t=70))  # the legend above the plot, clear of the axis title
+    return fig

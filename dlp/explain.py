@@ -64,6 +64,24 @@ def word_diff(reference: str, text: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def likeness(a: str, b: str) -> float:
+    """Share of words two answers have in common, in order (difflib's ratio over words): 1 = the same."""
+    wa, wb = _WORD.findall(a), _WORD.findall(b)
+    if not wa and not wb:
+        return 1.0
+    return difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).ratio()
+
+
+def mixtures_between(a: str, b: str, steps: int) -> list[tuple[float, dict[str, float]]]:
+    """(weight on b, mixture) from all-``a`` to all-``b``; ``base`` (no adapter) may be either end."""
+    out = []
+    for i in range(steps):
+        w = i / (steps - 1)
+        mix = {a: 1.0 - w, b: w} if a != b else {a: 1.0}
+        out.append((w, {n: v for n, v in mix.items() if v > 0}))
+    return out
+
+
 @torch.inference_mode()
 def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float], scope=None) -> list[tuple[str, float]]:
     """(token text, log p_mixture - log p_base) for each answer token: one batched forward of two rows."""

@@ -180,6 +180,7 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
   {'bf16 autocast' if info.get('bf16_autocast', 'cuda' in str(info.get('device'))) else 'float32 compute'}); final loss {info['final_loss']:.3f} (`train_log.json`). The base weights are the GGUF file's,
   dequantized to float32: the same weights the demo runs.
 - **LoRA**: rank {cfg['rank']}, alpha {cfg['alpha']}, targets {', '.join(cfg['targets'])}; float16 safetensors.
+- **On the hub's weights**: a Space installs no GGUF package and loads `HuggingFaceTB/SmolLM2-135M-Instruct` from the hub instead. Same architecture, module names and shapes, so this adapter loads there; but the hub's weights are the unquantized bf16 originals, not the Q4_1 GGUF weights it was trained on, so its answers can differ slightly from the scores here. Not measured: no machine of this project reaches the hub.
 - **Metric**: {metric or 'see assets/eval/results.md'}
 - **Reproduce**: `python -m dlp train-adapter --task {task}`
 """

@@ -128,3 +128,19 @@ def test_an_uploaded_adapter_is_one_sessions_own(tiny_app_url, tiny_engine, tmp_
     while tiny_engine.visitors.count and time.time() < deadline:
         time.sleep(0.2)
     assert tiny_engine.visitors.count == 0
+
+
+def test_sweep_runs_five_mixtures_in_one_batch(tiny_app_url):
+    """base -> alpha: the first row is the base model's answer, the last alpha's alone, and a chart compares them."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(tiny_app_url, verbose=False)
+    *boxes, timing, chart = client.predict(PROMPTS[2], "base", "alpha", 0.0, 8, 0, api_name="/sweep")
+    texts = [_value(b) for b in boxes]
+    assert len(texts) == 5 and all(texts) and texts[0] != texts[-1]
+    base, _, alpha, _ = client.predict(PROMPTS[2], 0.0, 8, 0, 0, 1.0, 0, 0, 0, 0, 0, api_name="/manual")
+    assert texts[0] == _value(base) and texts[-1] == _value(alpha)
+    assert chart["type"] == "plotly" and "one batch" in timing
+    with pytest.raises(AppError, match="two different ends"):
+        client.predict(PROMPTS[2], "alpha", "alpha", 0.0, 8, 0, api_name="/sweep")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dlp.explain import token_gain, top_words, word_diff, word_occlusion
+from dlp.explain import likeness, mixtures_between, token_gain, top_words, word_diff, word_occlusion
 
 
 def test_occlusion_finds_the_word_that_moved_the_router():
@@ -32,3 +32,12 @@ def test_token_gain_is_zero_for_base_and_moves_with_an_adapter(tiny_engine):
     assert all(abs(g) < 1e-4 for _, g in flat)
     moved = token_gain(tiny_engine, "what is the sum", text, {"alpha": 1.0})
     assert len(moved) == len(flat) and max(abs(g) for _, g in moved) > 1e-3
+
+
+def test_sweep_mixtures_and_likeness():
+    steps = mixtures_between("base", "alpha", 5)
+    assert [w for w, _ in steps] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert steps[0][1] == {"base": 1.0} and steps[-1][1] == {"alpha": 1.0} and steps[2][1] == {"base": 0.5, "alpha": 0.5}
+    assert likeness("le chat dort", "le chat dort") == 1.0 and likeness("", "") == 1.0
+    assert likeness("le chat dort", "the cat sleeps") == 0.0
+    assert 0 < likeness("le chat dort bien", "le chien dort bien") < 1
