@@ -76,7 +76,7 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
     if usable:
         gr.Examples(usable, [prompt, a, b], label="Try these sweeps")
     with gr.Row(equal_height=True):
-        boxes = [gr.Textbox(label=label("A", "B", i / (STEPS - 1)), lines=8, interactive=False, min_width=180,
+        boxes = [gr.Textbox(label=label("A", "B", i / (STEPS - 1)), lines=10, max_lines=10, interactive=False, min_width=180,
                             elem_classes="out-extra") for i in range(STEPS)]
     timing = gr.Markdown(elem_classes="col-timing")
     chart = gr.Plot(label="Sweep", elem_id="sweep-chart")
