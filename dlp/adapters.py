@@ -29,6 +29,7 @@ class AdapterInfo:
     targets: tuple[str, ...]  # module suffixes, e.g. q_proj
     n_params: int
     size_bytes: int  # on disk
+    strength: float = 1.0  # the manifest's calibration: every LoRA scale is multiplied by it
 
 
 def resolve_folder(location: str, is_hub: bool, max_bytes: int | None = None) -> Path:

@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replies", default=None, help="the replies file (default: OUT/replies.jsonl)")
     p.add_argument("--batch", type=int, default=16, help="rows per generate call (a GPU takes 256)")
     p.add_argument("--adapters", default="assets/adapters", help="folder whose adapter cards get the scores")
+    p.add_argument("--merge", action="store_true",
+                   help="keep OUT/results.json's other rows: only the tasks and kinds scored now are replaced")
     p.add_argument("--out", default="assets/eval")
     p.set_defaults(func=cmd_eval)
     return parser

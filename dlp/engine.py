@@ -7,6 +7,7 @@ independent and a bad request leaves the engine as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class Engine:
         self.adapters: dict[str, AdapterInfo] = {}
         self._lock = threading.Lock()  # guards the adapter table, not requests
         for spec in manifest.adapters:
-            self.add_adapter(spec.name, resolve_folder(spec.location, spec.is_hub))
+            self.add_adapter(spec.name, resolve_folder(spec.location, spec.is_hub), spec.strength)
         router = load_router(manifest.router_path) if (with_router and manifest.router_path
                                                         and manifest.router_path.exists()) else None
         self.routing = Routing(self.tokenizer, router, lambda: list(self.adapters), manifest.defaults)
@@ -100,7 +101,9 @@ class Engine:
         return list(self.adapters)
 
     # --- adapters, added or removed one at a time (Mixture-of-LoRAs) -------------------------------
-    def add_adapter(self, name: str, folder: Path) -> AdapterInfo:
+    def add_adapter(self, name: str, folder: Path, strength: float = 1.0) -> AdapterInfo:
+        """Load a PEFT LoRA; ``strength`` scales its delta (an adapter that overshoots its task can be
+        calibrated in the manifest instead of retrained)."""
         with self._lock:
             if name in self.adapters:
                 raise DLPError(f"An adapter named '{name}' is already loaded")
@@ -108,6 +111,9 @@ class Engine:
             if problem:
                 raise DLPError(f"Adapter name {problem}")
             info, weights = read_adapter(name, folder, self.model)
+            if strength != 1.0:
+                weights = {k: dataclasses.replace(w, scale=w.scale * strength) for k, w in weights.items()}
+                info = dataclasses.replace(info, strength=strength)
             layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
             add_lora(layers, name, weights)
             self.adapters[name] = info

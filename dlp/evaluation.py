@@ -219,14 +219,27 @@ def run(args) -> int:
         meta, replies = json.loads(lines[0]), [json.loads(l) for l in lines[1:] if l.strip()]
         meta.setdefault("seconds", round(max((r.get("done", 0) for r in replies), default=0)))
         results = score(replies)
-        results["tasks"] = {t: results["tasks"][t] for t in TASKS if t in results["tasks"]}
         results["top_p"] = meta["top_p"]
         results["note"] = (f"Held-out splits: GSM8K test, MBPP ids 11-510, Tatoeba/UCI/SQuAD hash-held-out items, ARC-Easy "
                            f"test, SciTLDR test; greedy decoding at top-p {meta['top_p']}; generated in {meta['seconds']} s "
                            f"on {meta['device']}. Intervals: 95% bootstrap over items.")
+        old_file = out / "results.json"
+        if getattr(args, "merge", False) and old_file.is_file():  # re-run rows replace theirs; the rest stay
+            old = json.loads(old_file.read_text())
+            redone = sorted([*results["tasks"], *results["composite"]])
+            old["tasks"].update(results["tasks"])
+            old.setdefault("composite", {}).update(results["composite"])
+            old["note"] = (f"{old.get('note', '')} Re-run later: {', '.join(redone)}, generated in {meta['seconds']} s "
+                           f"on {meta['device']}.").strip()
+            results = old
+        results["tasks"] = {t: results["tasks"][t] for t in TASKS if t in results["tasks"]}
         (out / "results.json").write_text(json.dumps(results, indent=1))
         samples = [{k: r[k] for k in ("section", "name", "condition", "prompt", "reply", "score")}
                    for r in replies if r["item"] < 2]
+        if getattr(args, "merge", False) and (out / "samples.json").is_file():
+            names = {r["name"] for r in samples}
+            kept = json.loads((out / "samples.json").read_text(encoding="utf-8"))
+            samples = [r for r in kept if r["name"] not in names] + samples
         (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False))
         (out / "results.md").write_text(markdown_table(results))
         adapters = Path(args.adapters)

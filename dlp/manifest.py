@@ -34,6 +34,7 @@ class AdapterSpec:
     description: str  # one line for the Adapters tab
     color: str  # "#rrggbb", the adapter's colour in every chart
     examples: tuple[str, ...] = ()  # prompts offered in the UI
+    strength: float = 1.0  # the share of the trained delta a weight of 1 applies (alpha / r x strength)
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,11 @@ def parse_manifest(data: dict, path: Path) -> Manifest:
         examples = r.get(a, "examples", where, list, [])
         if not all(isinstance(e, str) and e.strip() for e in examples):
             raise r.fail(f"{where}.examples", "must be a list of non-empty strings")
+        strength = float(r.get(a, "strength", where, (int, float), 1.0))
+        if not 0 < strength <= 2:
+            raise r.fail(f"{where}.strength", f"is {strength}; it must be in (0, 2]")
         adapters.append(AdapterSpec(name, loc, is_hub, r.get(a, "task", where, str, name),
-                                    r.get(a, "description", where, str, ""), color, tuple(examples)))
+                                    r.get(a, "description", where, str, ""), color, tuple(examples), strength))
 
     router = r.get(data, "router", "", dict, {})
     router_path = r.get(router, "path", "router", str, "")

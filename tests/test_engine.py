@@ -164,6 +164,31 @@ def test_base_pseudo_adapter_scales_the_delta_down(tiny_engine):
     assert "base" in r.probs and "base" not in [c.mixture and next(iter(c.mixture)) for c in tiny_engine.columns_for(r, 3)[1:-1]]
 
 
+def test_manifest_strength_calibrates_an_adapter(tiny_engine, tiny_manifest, tmp_path):
+    """``"strength": 0.5`` in the manifest makes weight 1 apply half the delta: the same answer as the mixture
+    {alpha: 0.5, base: 0.5} at full strength, in the single column and in fusion alike."""
+    data = json.loads(tiny_manifest.read_text())
+    data["adapters"][0]["strength"] = 0.5
+    for a in data["adapters"]:
+        a["path"] = str((tiny_manifest.parent / a["path"]).resolve())
+    data["base"]["sources"][0]["value"] = str(tiny_manifest.parent / "base")
+    data["router"]["path"] = str(tiny_manifest.parent / "router")
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    calibrated = Engine(load_manifest(path))
+    assert calibrated.adapters["alpha"].strength == 0.5
+    opts = GenerationOptions(max_new_tokens=8)
+    mine = list(calibrated.stream(PROMPT, [Column("a", "", {"alpha": 1.0}), Column("f", "", {"alpha": 0.5, "beta": 0.5})],
+                                  opts))[-1].state.texts
+    ref = list(tiny_engine.stream(PROMPT, [Column("a", "", {"alpha": 0.5, "base": 0.5}),
+                                           Column("f", "", {"alpha": 0.25, "beta": 0.5, "base": 0.25})], opts))[-1].state.texts
+    assert mine == ref
+    data["adapters"][0]["strength"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(DLPError, match="strength"):
+        load_manifest(path)
+
+
 def test_cancel_stops_generation_within_a_token(tiny_engine):
     import threading
 

@@ -22,7 +22,7 @@ from dlp.uploads import adapter_folder
 
 from .common import message, session_of
 
-HEADERS = ["name", "task", "rank", "targets", "size", "description"]
+HEADERS = ["name", "task", "rank", "strength", "targets", "size", "description"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "byo"  # a LoRA that is not shipped in the manifest
 
 
@@ -30,12 +30,13 @@ def table_rows(engine, session: str | None) -> list[list]:
     rows = []
     for a in engine.manifest.adapters:
         info = engine.adapters.get(a.name)
-        rows.append([a.name, a.task, info.rank if info else "-", _targets(info) if info else "-",
+        rows.append([a.name, a.task, info.rank if info else "-", info.strength if info else "-",
+                     _targets(info) if info else "-",
                      f"{info.size_bytes / 1e6:.2f} MB" if info else "-", a.description])
     for name in engine.visitors.names(session):
         v = engine.visitors.get(session, name)
         if v is not None:
-            rows.append([name, "yours (this session only)", v.info.rank, _targets(v.info),
+            rows.append([name, "yours (this session only)", v.info.rank, 1.0, _targets(v.info),
                          f"{v.info.size_bytes / 1e6:.2f} MB", f"Routed from your {len(v.examples)} example prompts"])
     return rows
 

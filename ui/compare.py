@@ -205,7 +205,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                         label="Examples: one per adapter, then two-skill and everyday prompts")
             gr.Markdown(f"The base model, {manifest.base_name}, is small (135M parameters): expect short answers that are "
                         f"often wrong on math and code. The adapters mostly teach it a task's format and phrasing; "
-                        f"the point of this page is to watch routing and fusion at work.", elem_classes="col-timing")
+                        f"the point of this page is to watch routing and fusion at work. The Sweep tab shows one answer "
+                        f"at five mixtures between two adapters.", elem_classes="col-timing")
         with gr.Column(scale=2):
             with gr.Accordion("Advanced", open=True):
                 top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")

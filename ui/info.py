@@ -26,6 +26,10 @@ METHOD = r"""
    In this demo the base, single-adapter and fused answers are rows of **one batch**: each row carries its own
    mixture, so they stream side by side from a single forward pass per token.
 
+4. **Adapters come and go one at a time** (Mixture-of-LoRAs). Add your own in the **Adapters** tab: the router
+   learns it from a few example prompts, for your session only. The **Sweep** tab shows one answer at five
+   mixtures between two adapters, which is where fusion's effect (and its limits at 135M) is easiest to see.
+
 Papers: [DLP-LoRA (arXiv 2410.01497)](https://arxiv.org/abs/2410.01497) ·
 [Mixture-of-LoRAs (arXiv 2403.03432)](https://arxiv.org/abs/2403.03432).
 The *softmax* weighting option reproduces the original repository's code (a softmax over the kept

@@ -1,0 +1,39 @@
+"""``eval --phase score --merge``: re-scoring one task keeps every other row of results.json."""
+
+import json
+from types import SimpleNamespace
+
+from dlp.evaluation import run
+
+CONDS = ("base", "single", "fused", "uniform_merge")
+
+
+def _row(i, item, cond, reply, label):
+    return {"id": i, "section": "tasks", "name": "sentiment", "item": item, "condition": cond, "mixture": {},
+            "prompt": "Is this positive? Great food.", "ref": {"label": label}, "top1": "sentiment",
+            "selected": {"sentiment": 1.0}, "max_new_tokens": 6, "reply": reply}
+
+
+def test_score_merge_replaces_only_the_rescored_task(tmp_path):
+    old_math = {"metric": "exact_match", "n": 100, "base": 0.01, "base_ci": [0, 0.03], "single": 0.02,
+                "single_ci": [0, 0.05], "fused": 0.02, "fused_ci": [0, 0.05], "uniform_merge": 0.0,
+                "uniform_merge_ci": [0, 0], "single_minus_base_ci95": [-0.02, 0.05], "router_top1": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps({"tasks": {"math": old_math}, "composite": {},
+                                                       "note": "First run.", "top_p": 0.9}))
+    (tmp_path / "samples.json").write_text(json.dumps([{"name": "math", "reply": "#### 3"}]))
+    rows, i = [], 0
+    for item, label in enumerate(("positive", "negative", "positive")):
+        for cond in CONDS:
+            rows.append(_row(i, item, cond, label if cond != "base" else "I think so", label))
+            i += 1
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("\n".join(json.dumps(r) for r in [{"device": "cpu (torch.float32)", "top_p": 0.9}, *rows]))
+    args = SimpleNamespace(out=str(tmp_path), replies=str(replies), phase="score", merge=True,
+                           adapters=str(tmp_path / "cards"))
+    assert run(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["tasks"]["math"] == old_math and results["composite"] == {}
+    assert results["tasks"]["sentiment"]["single"] == 1.0 and results["tasks"]["sentiment"]["base"] == 0.0
+    assert results["note"].startswith("First run.") and "Re-run later: sentiment" in results["note"]
+    assert {s["name"] for s in json.loads((tmp_path / "samples.json").read_text())} == {"math", "sentiment"}
+    assert "| sentiment |" in (tmp_path / "results.md").read_text()
