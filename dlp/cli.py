@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-two-skill", type=int, default=50, help="items per two-skill kind (0: skip that section)")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, all, or none (two-skill section only)")
     p.add_argument("--conditions", default=None, help="generate only these conditions (comma-separated)")
+    p.add_argument("--kinds", default=None, help="only these two-skill kinds, e.g. code+math (default: all)")
     p.add_argument("--phase", choices=("all", "generate", "score"), default="all",
                    help="generate replies (GPU-friendly), score them (runs code in a subprocess), or both")
     p.add_argument("--replies", default=None, help="the replies file (default: OUT/replies.jsonl)")

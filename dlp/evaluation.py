@@ -23,7 +23,8 @@ SHORT = {"translate_fr", "sentiment", "science_qa", "reading_qa"}  # cheap to de
 CONDITIONS = ("base", "single", "fused", "uniform_merge")
 
 
-def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: set[str] | None = None) -> list[dict]:
+def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: set[str] | None = None,
+               kinds: set[str] | None = None) -> list[dict]:
     """Every (item, condition) row to generate, with what scoring needs; routes once per prompt."""
     from .composite import EVAL_KINDS, KINDS, two_skill_prompts
     from .tasks import load_examples
@@ -51,7 +52,7 @@ def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: s
                 [("base", {}), ("single", {task: 1.0}), ("fused", None), ("uniform_merge", uniform)], NEW_TOKENS[task])
     for kind in EVAL_KINDS:
         (a, b), _, _ = KINDS[kind]
-        if a not in adapters or b not in adapters or n_two_skill <= 0:
+        if a not in adapters or b not in adapters or n_two_skill <= 0 or (kinds and kind not in kinds):
             continue
         for k, item in enumerate(two_skill_prompts(kind, "test", limit=n_two_skill, seed=0, eval_phrasings=True)):
             add("two_skill", kind, k, item.prompt, item.ref,
@@ -199,7 +200,8 @@ def run(args) -> int:
         if missing:
             raise DLPError(f"No adapter for task(s) {', '.join(missing)}. Loaded: {', '.join(engine.names)}")
         items = eval_items(engine, tasks, args.n, args.n_two_skill,
-                           set(args.conditions.split(",")) if args.conditions else None)
+                           set(args.conditions.split(",")) if args.conditions else None,
+                           set(args.kinds.split(",")) if getattr(args, "kinds", None) else None)
         replies_path.parent.mkdir(parents=True, exist_ok=True)
         with open(replies_path, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"device": f"{engine.device} ({engine.model.dtype})", "started": time.time(),
