@@ -49,7 +49,7 @@ def build(engine, demo: gr.Blocks, manual) -> None:
     """``manual``: the Manual mix tab's slider slots, refreshed when this visitor's adapters change."""
     shared = shared_server()
     table = gr.Dataframe(table_rows(engine, None), headers=HEADERS, interactive=False, wrap=True,
-                         elem_id="adapters-table")
+                         column_widths=[125, 190, 55, 85, 140, 85, 420], elem_id="adapters-table")
 
     def refreshed(session: str, status: str) -> list:
         mine = engine.visitors.names(session)
