@@ -43,7 +43,8 @@ def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: s
             rows.append({"id": len(rows), "section": section, "name": name, "item": k, "condition": cond,
                          "mixture": dict(route.selected) if mix is None else mix, "prompt": prompt, "ref": ref,
                          "top1": max(route.probs, key=route.probs.get), "selected": route.selected,
-                         "max_new_tokens": tokens})
+                         "max_new_tokens": tokens, "strength": engine.adapters[name].strength
+                         if name in engine.adapters else 1.0})
 
     for task in tasks:
         count = 2 * n if task in SHORT else n
@@ -129,6 +130,8 @@ def score(replies: list[dict], progress: bool = True) -> dict:
             for c in conds:
                 vals = [items[i][c]["score"]["score"] for i in ids]
                 row[c], row[f"{c}_ci"] = round(statistics.fmean(vals), 4), bootstrap(vals)
+            if first[0].get("strength", 1.0) != 1.0:
+                row["strength"] = first[0]["strength"]  # the manifest's calibration, as generated
             row["single_minus_base_ci95"] = bootstrap([items[i]["single"]["score"]["score"] -
                                                      items[i]["base"]["score"]["score"] for i in ids])
             row["mean_fused_adapters"] = round(statistics.fmean(
@@ -158,7 +161,8 @@ def markdown_table(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for task, r in results["tasks"].items():
         lo, hi = r["single_minus_base_ci95"]
-        lines.append(f"| {task} | {r['metric']} | {r['n']} | {cell(r, 'base')} | {cell(r, 'single')} | "
+        shown = f"{task} (strength {r['strength']})" if r.get("strength", 1.0) != 1.0 else task
+        lines.append(f"| {shown} | {r['metric']} | {r['n']} | {cell(r, 'base')} | {cell(r, 'single')} | "
                      f"**{cell(r, 'fused')}** | {cell(r, 'uniform_merge')} | [{lo:+.3f}, {hi:+.3f}] | {r['router_top1']:.0%} |")
     for kind, r in results.get("composite", {}).items():
         conds = r["conditions"]

@@ -11,7 +11,7 @@ CONDS = ("base", "single", "fused", "uniform_merge")
 def _row(i, item, cond, reply, label):
     return {"id": i, "section": "tasks", "name": "sentiment", "item": item, "condition": cond, "mixture": {},
             "prompt": "Is this positive? Great food.", "ref": {"label": label}, "top1": "sentiment",
-            "selected": {"sentiment": 1.0}, "max_new_tokens": 6, "reply": reply}
+            "selected": {"sentiment": 1.0}, "max_new_tokens": 6, "reply": reply, "strength": 0.5}
 
 
 def test_score_merge_replaces_only_the_rescored_task(tmp_path):
@@ -36,4 +36,5 @@ def test_score_merge_replaces_only_the_rescored_task(tmp_path):
     assert results["tasks"]["sentiment"]["single"] == 1.0 and results["tasks"]["sentiment"]["base"] == 0.0
     assert results["note"].startswith("First run.") and "Re-run later: sentiment" in results["note"]
     assert {s["name"] for s in json.loads((tmp_path / "samples.json").read_text())} == {"math", "sentiment"}
-    assert "| sentiment |" in (tmp_path / "results.md").read_text()
+    assert results["tasks"]["sentiment"]["strength"] == 0.5 and "strength" not in results["tasks"]["math"]
+    assert "| sentiment (strength 0.5) |" in (tmp_path / "results.md").read_text()
