@@ -74,12 +74,8 @@ def likeness(a: str, b: str) -> float:
 
 def mixtures_between(a: str, b: str, steps: int) -> list[tuple[float, dict[str, float]]]:
     """(weight on b, mixture) from all-``a`` to all-``b``; ``base`` (no adapter) may be either end."""
-    out = []
-    for i in range(steps):
-        w = i / (steps - 1)
-        mix = {a: 1.0 - w, b: w} if a != b else {a: 1.0}
-        out.append((w, {n: v for n, v in mix.items() if v > 0}))
-    return out
+    weights = [i / (steps - 1) for i in range(steps)]
+    return [(w, {n: v for n, v in ((a, 1.0 - w), (b, w)) if v > 0}) for w in weights]
 
 
 @torch.inference_mode()

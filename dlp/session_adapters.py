@@ -111,17 +111,17 @@ class SessionAdapters:
             if self.count + self._pending >= self.max_total:
                 raise DLPError("The server holds as many visitors' adapters as it can right now",
                                hint="try again in a few minutes")
+            # What this addition builds on, read once: the session's router and its adapters' examples.
+            start = s.router if s else engine.routing.router
+            own = [{"prompt": e, "target": {a.name: 1.0}} for a in (s.adapters.values() if s else ()) for e in a.examples]
+            if start is None:
+                raise DLPError("No router is loaded, so a new adapter could never be routed to")
             self._pending += 1
         try:
             examples = check_examples(examples)
             info, weights = check_adapter(name, folder, engine.model, MAX_VISITOR_BYTES, MAX_VISITOR_RANK)
-            router = engine.routing.router
-            if router is None:
-                raise DLPError("No router is loaded, so a new adapter could never be routed to")
             if self._replay is None:
                 self._replay = read_replay(engine.manifest.router_path)
-            start = s.router if s else router
-            own = [{"prompt": e, "target": {a.name: 1.0}} for a in (s.adapters.values() if s else ()) for e in a.examples]
             taught = teach(with_new_label(start, name), engine.tokenizer, self._replay + own, examples, name,
                            progress=progress)
             key = f"~{session}:{name}"

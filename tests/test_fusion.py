@@ -38,12 +38,7 @@ def test_no_plan_is_the_base_layer():
 
 @pytest.fixture(scope="module")
 def tiny_parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fusion")
-    tok = tiny.make_tokenizer()
-    model = tiny.make_model(tok)
-    tiny.make_adapter(model, root / "a", seed=1, targets=("q_proj", "v_proj"), r=4, alpha=8)
-    tiny.make_adapter(model, root / "b", seed=2, targets=("q_proj", "o_proj", "down_proj"), r=2, alpha=4)
-    return tok, model, root
+    return tiny.two_adapters(tmp_path_factory.mktemp("fusion"))
 
 
 def test_matches_peft_cat_combination(tiny_parts):

@@ -19,12 +19,7 @@ BF16 = dict(rtol=3e-2, atol=3e-2)
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu")
-    tok = tiny.make_tokenizer()
-    model = tiny.make_model(tok)
-    tiny.make_adapter(model, root / "a", seed=1, targets=("q_proj", "v_proj"), r=4, alpha=8)
-    tiny.make_adapter(model, root / "b", seed=2, targets=("q_proj", "o_proj", "down_proj"), r=2, alpha=4)
-    return tok, model, root
+    return tiny.two_adapters(tmp_path_factory.mktemp("gpu"))
 
 
 def test_bf16_fusion_matches_peft_cat(parts):

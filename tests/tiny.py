@@ -61,6 +61,15 @@ def make_adapter(model, folder: Path, seed: int, targets=("q_proj", "v_proj", "o
     peft_model.save_pretrained(folder, safe_serialization=True)
 
 
+def two_adapters(root: Path):
+    """(tokenizer, model, root) with two LoRAs of different targets and ranks in root/a and root/b."""
+    tok = make_tokenizer()
+    model = make_model(tok)
+    make_adapter(model, Path(root) / "a", seed=1, targets=("q_proj", "v_proj"), r=4, alpha=8)
+    make_adapter(model, Path(root) / "b", seed=2, targets=("q_proj", "o_proj", "down_proj"), r=2, alpha=4)
+    return tok, model, Path(root)
+
+
 def make_foreign_adapter(folder: Path) -> None:
     """A LoRA for another base model (hidden size 48, not 32): every shape check must refuse it."""
     from transformers import LlamaConfig, LlamaForCausalLM

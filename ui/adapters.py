@@ -36,7 +36,7 @@ def table_rows(engine, session: str | None) -> list[list]:
     for name in engine.visitors.names(session):
         v = engine.visitors.get(session, name)
         if v is not None:
-            rows.append([name, "yours (this session only)", v.info.rank, 1.0, _targets(v.info),
+            rows.append([name, "yours (this session only)", v.info.rank, v.info.strength, _targets(v.info),
                          f"{v.info.size_bytes / 1e6:.2f} MB", f"Routed from your {len(v.examples)} example prompts"])
     return rows
 

@@ -43,19 +43,20 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
             steps = mixtures_between(a, b, STEPS)
             columns = [Column(f"w{w:.2f}", label(a, b, w), mix) for w, mix in steps]
             shades = {**colors, **scope.colors}
+
+            def shown(update):
+                return [gr.Textbox(value=t, label=c.label) for t, c in zip(update.state.texts, columns)]
+
             last = None
             for last in engine.stream(prompt, columns, options, every=2, scope=scope):
-                texts = last.state.texts
-                yield [*[gr.Textbox(value=t, label=c.label) for t, c in zip(texts, columns)],
-                       timing_line(last.column_timing(0)), gr.skip()]
+                yield [*shown(last), timing_line(last.column_timing(0)), gr.skip()]
             if last is not None:
                 texts = last.state.texts
                 weights = [w for w, _ in steps]
                 chart = sweep_chart(weights, [likeness(t, texts[0]) for t in texts],
                                     [likeness(t, texts[-1]) for t in texts], a, b, shades)
                 # the texts once more: the page may coalesce back-to-back updates, and API callers read the last
-                yield [*[gr.Textbox(value=t, label=c.label) for t, c in zip(texts, columns)],
-                       timing_line(last.column_timing(0)) + " · all five rows in one batch", chart]
+                yield [*shown(last), timing_line(last.column_timing(0)) + " · all five rows in one batch", chart]
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
 
