@@ -156,6 +156,9 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         settings = {"prompt": (prompt or "").strip(), "top_p": top_p, "top_k": top_k, "weighting": weighting,
                     "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens}
         skip_extra = [gr.skip()] * (len(extra_outputs))
+        # The last run's diffs, shading and download describe other answers: gone once the new run shows.
+        cleared = [*[gr.HighlightedText(value=None, visible=False)] * len(diffs), "",
+                   gr.HTML(value="", visible=False), gr.DownloadButton(visible=False)]
         try:
             scope = engine.scope(session_of(request))
             first, last, last_outs = True, None, None
@@ -164,7 +167,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                 if first:
                     settings["top_k"] = update.route.top_k
                     why, why_md = explain_route(update.route, scope)
-                    yield [*outs, run_line(settings["prompt"], settings), settings, why, why_md, *skip_extra]
+                    yield [*outs, run_line(settings["prompt"], settings), settings, why, why_md, *cleared]
                 else:
                     yield [*outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip_extra]
                 first, last, last_outs = False, update, outs
