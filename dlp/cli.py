@@ -104,7 +104,12 @@ def cmd_train_adapter(args) -> int:
         cfg = TASK_CONFIGS.get(task, TrainConfig())
         if args.steps is not None:
             cfg = dataclasses.replace(cfg, steps=args.steps)
-        info = train_adapter(base.model, base.tokenizer, task, Path(args.out) / task, cfg, max_seconds=args.max_seconds)
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in (("lr", args.lr), ("seed", args.seed)) if v is not None})
+        resume = Path(args.resume_from) / task if args.resume_from else None
+        if resume is not None and not (resume / "adapter_config.json").exists():
+            raise DLPError(f"--resume-from: no adapter at {resume}")
+        info = train_adapter(base.model, base.tokenizer, task, Path(args.out) / task, cfg,
+                             max_seconds=args.max_seconds, resume_from=resume)
         _emit(args, info, f"{task}: final loss {info['final_loss']:.3f} in {info['train_seconds']} s "
                           f"-> {Path(args.out) / task}")
     return 0
@@ -201,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="assets/adapters")
     p.add_argument("--steps", type=int, default=None, help="override the task's step budget")
     p.add_argument("--max-seconds", type=float, default=None, help="stop early after this long (and save)")
+    p.add_argument("--resume-from", default=None,
+                   help="continue the adapters saved under this folder (DIR/<task>) instead of starting afresh")
+    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--seed", type=int, default=None, help="override the seed (data order and phrasings)")
     p.add_argument("--cpu", action="store_true")
     p.set_defaults(func=cmd_train_adapter)
     p = sub.add_parser("train-router", parents=[common], help="train the router on the tasks' prompts")

@@ -10,7 +10,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -103,12 +103,14 @@ def bf16_autocast(device: torch.device) -> bool:
 
 
 def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig | None = None,
-                  progress: bool = True, max_seconds: float | None = None) -> dict:
+                  progress: bool = True, max_seconds: float | None = None, resume_from: Path | None = None) -> dict:
     """Train, save a PEFT folder (16-bit safetensors) with a card, and return the loss log.
 
     The base stays float32 (the weights the demo runs on a CPU); the forward runs under bf16 autocast
-    where the hardware has bf16 (see :func:`bf16_autocast`)."""
-    from peft import LoraConfig, get_peft_model
+    where the hardware has bf16 (see :func:`bf16_autocast`). ``resume_from`` continues a saved adapter
+    (its rank and targets win over ``cfg``'s): a run cut short by a time budget can go on elsewhere, and
+    its earlier runs are kept in the log's ``history``."""
+    from peft import LoraConfig, PeftModel, get_peft_model
     from tqdm.auto import tqdm
 
     cfg = cfg or TASK_CONFIGS.get(task, TrainConfig())
@@ -121,10 +123,22 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
     examples = first + [ex for seed in range(1, passes) for ex in load_examples(task, "train", seed=cfg.seed + seed)]
     encoded = [encode(tokenizer, ex, cfg.max_len) for ex in examples]
 
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.05, target_modules=list(cfg.targets),
-                      task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
+    history = []
+    if resume_from is not None:
+        peft_model = PeftModel.from_pretrained(model, str(resume_from), is_trainable=True)
+        lora = peft_model.peft_config["default"]
+        cfg = replace(cfg, rank=lora.r, alpha=lora.lora_alpha, targets=tuple(sorted(lora.target_modules)))
+        earlier = Path(resume_from) / "train_log.json"
+        if earlier.exists():
+            old = json.loads(earlier.read_text())["info"]
+            history = old.pop("history", []) + [old]
+    else:
+        lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.05, target_modules=list(cfg.targets),
+                          task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, lora)
     params = [p for p in peft_model.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # a saved adapter is float16; AdamW steps in float32
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     peft_model.train()
     log, start = [], time.perf_counter()
@@ -161,7 +175,7 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
     info = {"task": task, "config": asdict(cfg), "train_seconds": round(seconds, 1), "device": str(device),
             "bf16_autocast": bf16_autocast(device),
             "final_loss": sum(r["loss"] for r in log[-10:]) / min(10, len(log)), "n_examples": len(examples),
-            "steps_done": len(log)}
+            "steps_done": len(log), "history": history}
     (out_dir / "train_log.json").write_text(json.dumps({"info": info, "log": log}, indent=1))
     write_card(out_dir, task, info)
     return info
@@ -170,12 +184,15 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
 def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
     source, license_, split = LICENSES.get(task, ("unknown", "unknown", ""))
     cfg = info["config"]
+    earlier = "".join(f" after {h.get('steps_done', h['config']['steps'])} steps x {h['config']['batch_size']} at lr "
+                      f"{h['config']['lr']} on {h.get('device', 'cpu')} ({h['train_seconds']} s), then"
+                      for h in info.get("history", []))
     (Path(out_dir) / "README.md").write_text(
         f"""# `{task}` LoRA adapter for SmolLM2-135M-Instruct
 
 - **Data**: {source}, {split}. License: **{license_}**. The raw data is not in this repository.
 - **Prompts**: {len(TEMPLATES[task])} natural phrasings mixed (see `dlp/tasks.py`); loss on the reply only.
-- **Training**: {info.get('steps_done', cfg['steps'])} of {cfg['steps']} steps x {cfg['batch_size']} sequences (max {cfg['max_len']} tokens) over {info['n_examples']} phrased
+- **Training**:{earlier} {info.get('steps_done', cfg['steps'])} of {cfg['steps']} steps x {cfg['batch_size']} sequences (max {cfg['max_len']} tokens) over {info['n_examples']} phrased
   items, AdamW lr {cfg['lr']}, seed {cfg['seed']}, {info['train_seconds']} s on {info.get('device', 'cpu')} (float32 base,
   {'bf16 autocast' if info.get('bf16_autocast', 'cuda' in str(info.get('device'))) else 'float32 compute'}); final loss {info['final_loss']:.3f} (`train_log.json`). The base weights are the GGUF file's,
   dequantized to float32: the same weights the demo runs.

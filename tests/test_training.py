@@ -1,0 +1,47 @@
+"""Adapter training on a tiny model: a run saves a PEFT folder, and a resumed run continues it."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tiny
+from dlp import training
+from dlp.tasks import Example
+
+
+@pytest.fixture
+def tiny_task(monkeypatch):
+    rows = [Example(f"what is {a} and {b}", f"the sum is {a} {b}", {}) for a in range(10) for b in range(3)]
+    monkeypatch.setattr(training, "load_examples", lambda task, split, seed=0: rows)
+
+
+def _weights(folder):
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_resume_continues_a_saved_adapter_and_keeps_its_history(tmp_path, tiny_task):
+    tok = tiny.make_tokenizer()
+    model = tiny.make_model(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = training.TrainConfig(steps=3, batch_size=4, max_len=32, rank=2, alpha=4, targets=("q_proj", "v_proj"))
+    first = training.train_adapter(model, tok, "math", tmp_path / "first", cfg, progress=False)
+    assert first["steps_done"] == 3 and first["history"] == []
+
+    # The config asks for another rank and targets: the saved adapter's win, since its weights go on.
+    again = training.TrainConfig(steps=2, batch_size=4, max_len=32, rank=8, targets=("o_proj",), lr=1e-3, seed=1)
+    second = training.train_adapter(model, tok, "math", tmp_path / "second", again, progress=False,
+                                    resume_from=tmp_path / "first")
+    assert (second["config"]["rank"], second["config"]["targets"]) == (2, ("q_proj", "v_proj"))
+    assert [h["steps_done"] for h in second["history"]] == [3]
+    assert json.loads((tmp_path / "second" / "train_log.json").read_text())["info"]["history"][0]["config"]["steps"] == 3
+    assert "after 3 steps x 4 at lr 0.0008" in (tmp_path / "second" / "README.md").read_text()
+
+    a, b = _weights(tmp_path / "first"), _weights(tmp_path / "second")
+    assert a.keys() == b.keys()
+    # LoRA's B starts at zero: a fresh run's B after 2 steps is tiny; a resumed one starts from the saved B.
+    key = next(k for k in a if "lora_B" in k)
+    assert not torch.equal(a[key], b[key])
+    assert torch.allclose(a[key].float(), b[key].float(), atol=0.05)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "the base came back changed"
