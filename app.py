@@ -41,7 +41,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
     manifest = engine.manifest
     colors = {"base": BASE_COLOR, **{a.name: a.color for a in manifest.adapters}}
     bench_ratio = read_json(RESULTS / "bench.json").get("fused_over_single")
-    with gr.Blocks(title="DLP-LoRA Studio") as demo:
+    # delete_cache: visitors' uploaded adapters (up to 64 MB) and run records leave Gradio's cache after an hour
+    with gr.Blocks(title="DLP-LoRA Studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# DLP-LoRA Studio\nA router picks LoRA adapters for your prompt (or none: **base**); the fused "
                     f"answer streams beside the base model and the best single adapter. Base model: "
                     f"**{manifest.base_name}** on **{engine.device.type.upper()}**, {len(engine.names)} adapters: "

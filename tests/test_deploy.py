@@ -20,3 +20,27 @@ def test_no_tracked_file_over_ten_megabytes():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     big = [f for f in files if (ROOT / f).is_file() and (ROOT / f).stat().st_size > 10 * 2**20]
     assert big == []
+
+
+def test_run_records_older_than_an_hour_are_pruned(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from ui import compare
+
+    monkeypatch.setattr(compare, "_EXPORTS", tmp_path)
+    old = compare.export_path()
+    old.write_text("{}")
+    hour_ago = time.time() - compare.EXPORT_TTL - 5
+    os.utime(old.parent, (hour_ago, hour_ago))
+    fresh = compare.export_path()
+    fresh.write_text("{}")
+    new = compare.export_path()
+    assert not old.parent.exists() and fresh.exists() and new.parent.exists()
+
+
+def test_the_page_prunes_gradios_file_cache(tiny_engine):
+    """Uploaded adapters (up to 64 MB each) and run records must not pile up on a long-lived Space."""
+    import app
+
+    assert app.build_demo(tiny_engine).delete_cache == (3600, 3600)

@@ -3,10 +3,13 @@ what changed, why the router chose it, and a run record to download."""
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import json
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +26,21 @@ from .common import (cancel_run, end_run, message, new_run, parse_options, parse
 MAX_SINGLES = 3
 COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
 _EXPORTS = Path(tempfile.mkdtemp(prefix="dlp-runs-"))
+atexit.register(shutil.rmtree, _EXPORTS, True)
+EXPORT_TTL = 3600  # s: Gradio serves its own cached copy (pruned by the page's delete_cache) after that
+
+
+def export_path(now: float | None = None) -> Path:
+    """A new file for one run's record; records older than ``EXPORT_TTL`` go first, so a Space that runs for
+    weeks does not fill its disk one download at a time."""
+    cutoff = (now or time.time()) - EXPORT_TTL
+    for old in _EXPORTS.iterdir():
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass  # another visitor's run pruned it first
+    return Path(tempfile.mkdtemp(dir=_EXPORTS)) / "dlp-run.json"
 
 
 def _file_id(path: Path) -> str:
@@ -144,7 +162,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             "versions": {**versions, **({"visitor_adapters": list(scope.mine)} if scope.mine else {})},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        path = Path(tempfile.mkdtemp(dir=_EXPORTS)) / "dlp-run.json"
+        path = export_path()
         path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
         return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True)]
 
