@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import functools
 import hashlib
 import json
 import shutil
@@ -44,10 +45,16 @@ def export_path(now: float | None = None) -> Path:
 
 
 def _file_id(path: Path) -> str:
+    """A short hash of the file, read once per version of it (adapters kept for everyone arrive later)."""
     try:
-        return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+        return _hash(str(path), path.stat().st_mtime_ns)
     except OSError:
         return "?"
+
+
+@functools.lru_cache(maxsize=256)
+def _hash(path: str, mtime_ns: int) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Blocks) -> SimpleNamespace:
@@ -125,11 +132,11 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
 
-    versions = {  # hashed once: the files do not change while the page is up
-        "base": f"{manifest.base_name} ({engine.base.source.describe()})",
-        "adapters": {n: _file_id(a.folder / "adapter_model.safetensors") for n, a in engine.adapters.items()},
-        "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None,
-    }
+    def versions() -> dict:
+        return {"base": f"{manifest.base_name} ({engine.base.source.describe()})",
+                "adapters": {n: _file_id(a.folder / "adapter_model.safetensors")
+                             for n, a in list(engine.adapters.items())},
+                "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None}
 
     def insights(update, settings, scope) -> list:
         """After a run: word diffs, the fused answer shaded by what the adapters added, the run record."""
@@ -159,7 +166,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             "prompt": update.route.prompt, "settings": {k: v for k, v in settings.items() if k != "prompt"},
             "route": update.route.as_dict(),
             "columns": [{k: c[k] for k in ("key", "label", "mixture", "text", "timing")} for c in cols],
-            "versions": {**versions, **({"visitor_adapters": list(scope.mine)} if scope.mine else {})},
+            "versions": {**versions(), **({"visitor_adapters": list(scope.mine)} if scope.mine else {})},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         path = export_path()
