@@ -45,3 +45,32 @@ def test_resume_continues_a_saved_adapter_and_keeps_its_history(tmp_path, tiny_t
     assert not torch.equal(a[key], b[key])
     assert torch.allclose(a[key].float(), b[key].float(), atol=0.05)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "the base came back changed"
+
+
+def test_reply_loss_matches_the_models_own_loss():
+    from peft import LoraConfig, get_peft_model
+
+    tok = tiny.make_tokenizer()
+    model = get_peft_model(tiny.make_model(tok), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    rows = [training.encode(tok, Example(p, r, {}), 32) for p, r in
+            (("what is two and three", "five"), ("translate the food review please", "good food love it"))]
+    batch = training._batch(rows, tok.pad_token_id)
+    assert torch.allclose(training.reply_loss(model, batch), model(**batch).loss, atol=1e-5)
+
+
+def test_micro_batches_add_up_to_the_whole_batchs_gradient():
+    from peft import LoraConfig, get_peft_model
+
+    tok = tiny.make_tokenizer()
+    model = get_peft_model(tiny.make_model(tok), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                            init_lora_weights=False))
+    rows = [training.encode(tok, Example(f"what is {a} and {b} " * (a + 1), f"the sum is {a} {b}", {}), 48)
+            for a in range(5) for b in range(2)]
+    grads = []
+    for micro in (len(rows), 3):
+        model.zero_grad()
+        loss = training.accumulate(model, rows, micro, tok.pad_token_id, torch.device("cpu"))
+        grads.append((loss, [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (whole, g_whole), (parts, g_parts) = grads
+    assert torch.allclose(whole, parts, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_whole, g_parts))
