@@ -215,6 +215,11 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
     earlier = "".join(f" after {h.get('steps_done', h['config']['steps'])} steps x {h['config']['batch_size']} at lr "
                       f"{h['config']['lr']} on {h.get('device', 'cpu')} ({h['train_seconds']} s), then"
                       for h in info.get("history", []))
+    runs = [*info.get("history", []), info]
+    reproduce = ", then ".join(
+        f"`python -m dlp train-adapter --task {task} --steps {r['config']['steps']}"
+        + (f" --resume-from assets/adapters --lr {r['config']['lr']} --seed {r['config']['seed']}" if i else "") + "`"
+        for i, r in enumerate(runs))
     (Path(out_dir) / "README.md").write_text(
         f"""# `{task}` LoRA adapter for SmolLM2-135M-Instruct
 
@@ -227,6 +232,6 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
 - **LoRA**: rank {cfg['rank']}, alpha {cfg['alpha']}, targets {', '.join(cfg['targets'])}; float16 safetensors.
 - **On the hub's weights**: a Space installs no GGUF package and loads `HuggingFaceTB/SmolLM2-135M-Instruct` from the hub instead. Same architecture, module names and shapes, so this adapter loads there; but the hub's weights are the unquantized bf16 originals, not the Q4_1 GGUF weights it was trained on, so its answers can differ slightly from the scores here. Not measured: no machine of this project reaches the hub.
 - **Metric**: {metric or 'see assets/eval/results.md'}
-- **Reproduce**: `python -m dlp train-adapter --task {task}`
+- **Reproduce**: {reproduce}
 """
     )

@@ -36,7 +36,8 @@ def test_resume_continues_a_saved_adapter_and_keeps_its_history(tmp_path, tiny_t
     assert (second["config"]["rank"], second["config"]["targets"]) == (2, ("q_proj", "v_proj"))
     assert [h["steps_done"] for h in second["history"]] == [3]
     assert json.loads((tmp_path / "second" / "train_log.json").read_text())["info"]["history"][0]["config"]["steps"] == 3
-    assert "after 3 steps x 4 at lr 0.0008" in (tmp_path / "second" / "README.md").read_text()
+    card = (tmp_path / "second" / "README.md").read_text()
+    assert "after 3 steps x 4 at lr 0.0008" in card and "--resume-from assets/adapters --lr 0.001 --seed 1" in card
 
     a, b = _weights(tmp_path / "first"), _weights(tmp_path / "second")
     assert a.keys() == b.keys()
