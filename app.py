@@ -30,6 +30,7 @@ CSS = """
 .stale {background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; margin-top: 6px; border-radius: 4px}
 #run-prompt {font-size: 0.92em; color: #333}
 #timing table {display: block; overflow-x: auto; white-space: nowrap}
+@media (max-width: 700px) {.results-md table {display: block; overflow-x: auto; white-space: nowrap}}
 #weights table {width: 100%}
 #weights td:last-child {width: 30%}
 .shaded {white-space: pre-wrap; line-height: 1.7; padding: 6px 2px}
@@ -56,7 +57,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
         with gr.Tab("Adapters"):
             adapters.build(engine, demo, slots)
         with gr.Tab("Results"):
-            info.results_tab(RESULTS)
+            info.results_tab(RESULTS, colors)
         with gr.Tab("How it works"):
             info.method_tab()
     return demo

@@ -77,22 +77,39 @@ def results_chart(results: dict) -> go.Figure:
     return _layout(fig, "Held-out scores per task", 360)
 
 
-def two_skill_chart(results: dict) -> go.Figure:
-    """Per two-skill kind, the share of answers right on both skills, by condition."""
+_CONDITION = {"base": "base", "fused": "DLP fused", "fused_max": "fused, max weighting",
+              "uniform_merge": "uniform merge"}
+
+
+def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.Figure:
+    """Per two-skill kind, every condition's score on each skill, in the skills' adapter colours: the bars
+    show fusion handing the answer to one adapter rather than combining the two (a "both" chart is all zeros)."""
+    from plotly.subplots import make_subplots
+
+    colors = colors or {}
     kinds = list(results.get("composite", {}))
-    conds = [("base", "base", "#bbbbbb"), ("single:", "best single adapter", "#2ca02c"), ("fused", "DLP fused", "#1f77b4"),
-             ("fused_max", "DLP fused, max weighting", "#17becf"), ("uniform_merge", "uniform merge", "#ff7f0e")]
-    fig = go.Figure()
-    for key, name, color in conds:
-        values = []
-        for k in kinds:
-            cells = results["composite"][k]["conditions"]
-            picked = [v["both"] for c, v in cells.items() if (c.startswith(key) if key.endswith(":") else c == key)]
-            values.append(max(picked) if picked else None)
-        fig.add_bar(x=kinds, y=values, name=name, marker_color=color, hovertemplate=f"{name}: %{{y:.2f}}<extra></extra>")
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1], title="right on both skills", gridcolor="#eee")
-    return _layout(fig, "Two-skill prompts: answers right on both skills", 340)
+    fig = make_subplots(rows=max(1, len(kinds)), cols=1, subplot_titles=kinds, vertical_spacing=0.09)
+    shown = set()
+    for row, kind in enumerate(kinds, 1):
+        cells = results["composite"][kind]["conditions"]
+        skills = [k for k in next(iter(cells.values())) if k != "both" and not k.endswith("_ci")]
+        labels = [_CONDITION.get(c, c.removeprefix("single:") + " alone") for c in cells]
+        for skill in skills:
+            fig.add_bar(y=labels, x=[cells[c].get(skill) for c in cells], orientation="h", name=skill,
+                        marker_color=colors.get(skill, "#888888"), legendgroup=skill, showlegend=skill not in shown,
+                        hovertemplate=f"{skill}: %{{x:.2f}}<extra>%{{y}}</extra>", row=row, col=1)
+            shown.add(skill)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+        fig.update_xaxes(range=[0, 1], gridcolor="#eee", row=row, col=1)
+    fig.update_xaxes(title="share right on that skill", row=max(1, len(kinds)), col=1)
+    fig.update_layout(barmode="group", bargap=0.25)
+    height = 190 + 230 * len(kinds)
+    fig = _layout(fig, "Two-skill prompts, skill by skill", height)
+    fig.for_each_annotation(lambda a: a.update(x=0, xanchor="left", font=dict(size=13)))  # a phone keeps them whole
+    # the legend goes under the last axis title, where a phone's three wrapped lines cover nothing
+    fig.update_layout(legend=dict(orientation="h", y=-64 / height, yanchor="top", x=0, xanchor="left"),
+                      margin=dict(b=120))
+    return fig
 
 
 def confusion_chart(labels: list[str], matrix: list[list[int]]) -> go.Figure:

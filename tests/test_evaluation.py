@@ -38,3 +38,18 @@ def test_score_merge_replaces_only_the_rescored_task(tmp_path):
     assert {s["name"] for s in json.loads((tmp_path / "samples.json").read_text())} == {"math", "sentiment"}
     assert results["tasks"]["sentiment"]["strength"] == 0.5 and "strength" not in results["tasks"]["math"]
     assert "| sentiment (strength 0.5) |" in (tmp_path / "results.md").read_text()
+
+
+def test_two_skill_chart_draws_each_skill_in_its_adapters_colour():
+    from dlp.charts import two_skill_chart
+
+    cell = lambda a, b: {"sentiment": a, "sentiment_ci": [0, 1], "translate_fr": b, "translate_fr_ci": [0, 1],
+                         "both": 0.0, "both_ci": [0, 0]}
+    results = {"composite": {"translate_fr+sentiment": {"conditions": {
+        "base": cell(0.1, 0.5), "single:sentiment": cell(0.97, 0.0), "fused": cell(0.8, 0.07)}}}}
+    fig = two_skill_chart(results, {"sentiment": "#ff7f0e", "translate_fr": "#d62728"})
+    bars = {t.name: t for t in fig.data}
+    assert set(bars) == {"sentiment", "translate_fr"}
+    assert list(bars["sentiment"].y) == ["base", "sentiment alone", "DLP fused"]
+    assert list(bars["sentiment"].x) == [0.1, 0.97, 0.8] and list(bars["translate_fr"].x) == [0.5, 0.0, 0.07]
+    assert bars["translate_fr"].marker.color == "#d62728"

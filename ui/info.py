@@ -37,16 +37,19 @@ probabilities, which flattens the weights); *renorm* follows the paper's text.
 """
 
 
-def results_tab(folder: Path) -> None:
+def results_tab(folder: Path, colors: dict[str, str]) -> None:
     results_file, table_file = folder / "results.json", folder / "results.md"
     if not results_file.is_file():
         gr.Markdown("No evaluation yet: run `python -m dlp eval` to create `assets/eval/results.json`.")
         return
     results = json.loads(results_file.read_text())
-    gr.Markdown(table_file.read_text(encoding="utf-8") if table_file.is_file() else "")
+    findings = folder / "findings.md"  # the reading, written by hand after each eval: numbers do not explain themselves
+    if findings.is_file():
+        gr.Markdown(findings.read_text(encoding="utf-8"), elem_id="findings")
+    gr.Markdown(table_file.read_text(encoding="utf-8") if table_file.is_file() else "", elem_classes="results-md")
     gr.Plot(results_chart(results))
     if results.get("composite"):
-        gr.Plot(two_skill_chart(results))
+        gr.Plot(two_skill_chart(results, colors))
     confusion = folder.parent / "router" / "confusion.json"
     if confusion.is_file():
         data = json.loads(confusion.read_text())
