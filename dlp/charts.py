@@ -65,16 +65,28 @@ def timing_chart(columns: list[dict], bench_ratio: float | None = None) -> go.Fi
 
 
 def results_chart(results: dict) -> go.Figure:
-    """Grouped bars per task: base, single (oracle), fused (DLP), uniform merge."""
+    """Per task, base / single (oracle) / DLP fused / uniform merge as horizontal bars with their 95% intervals
+    (task names stay readable on a phone; overlapping intervals show where a gain is not established)."""
     tasks = list(results.get("tasks", {}))
     fig = go.Figure()
     for key, name, color in [("base", "base", "#bbbbbb"), ("single", "single adapter (oracle)", "#2ca02c"),
                              ("fused", "DLP fused", "#1f77b4"), ("uniform_merge", "uniform merge", "#ff7f0e")]:
-        fig.add_bar(x=tasks, y=[results["tasks"][t].get(key) for t in tasks], name=name, marker_color=color,
-                    hovertemplate=f"{name}: %{{y:.3f}}<extra></extra>")
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1], title="score (0-1)", gridcolor="#eee")
-    return _layout(fig, "Held-out scores per task", 360)
+        rows = [results["tasks"][t] for t in tasks]
+        values = [r.get(key) for r in rows]
+        ci = [r.get(f"{key}_ci") or [v, v] for r, v in zip(rows, values)]
+        fig.add_bar(y=tasks, x=values, name=name, marker_color=color, orientation="h",
+                    error_x=dict(type="data", symmetric=False, color="#555", thickness=1, width=2,
+                                 array=[hi - v if v is not None else 0 for (_, hi), v in zip(ci, values)],
+                                 arrayminus=[v - lo if v is not None else 0 for (lo, _), v in zip(ci, values)]),
+                    hovertemplate=f"{name}: %{{x:.3f}}<extra>%{{y}}</extra>")
+    fig.update_layout(barmode="group", bargap=0.2)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(range=[0, 1], title="score (0-1), with 95% intervals", gridcolor="#eee")
+    height = 110 + 64 * len(tasks)
+    fig = _layout(fig, "Held-out scores per task", height)
+    fig.update_layout(legend=dict(orientation="h", y=-64 / height, yanchor="top", x=0, xanchor="left"),
+                      margin=dict(b=90))
+    return fig
 
 
 _CONDITION = {"base": "base", "fused": "DLP fused", "fused_max": "fused, max weighting",

@@ -53,3 +53,15 @@ def test_two_skill_chart_draws_each_skill_in_its_adapters_colour():
     assert list(bars["sentiment"].y) == ["base", "sentiment alone", "DLP fused"]
     assert list(bars["sentiment"].x) == [0.1, 0.97, 0.8] and list(bars["translate_fr"].x) == [0.5, 0.0, 0.07]
     assert bars["translate_fr"].marker.color == "#d62728"
+
+
+def test_results_chart_draws_each_conditions_interval():
+    from dlp.charts import results_chart
+
+    row = {"base": 0.2, "base_ci": [0.1, 0.3], "single": 0.9, "single_ci": [0.85, 0.95], "fused": 0.9,
+           "fused_ci": [0.85, 0.95], "uniform_merge": 0.5, "uniform_merge_ci": [0.4, 0.6]}
+    fig = results_chart({"tasks": {"sentiment": row, "math": {**row, "base": 0.0, "base_ci": [0.0, 0.0]}}})
+    base = next(t for t in fig.data if t.name == "base")
+    assert list(base.y) == ["sentiment", "math"] and list(base.x) == [0.2, 0.0]
+    assert [round(v, 6) for v in base.error_x.arrayminus] == [0.1, 0.0]
+    assert [round(v, 6) for v in base.error_x.array] == [0.1, 0.0]
