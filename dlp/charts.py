@@ -129,10 +129,12 @@ def confusion_chart(labels: list[str], matrix: list[list[int]]) -> go.Figure:
     shares = [[v / max(1, sum(row)) for v in row] for row in matrix]
     fig = go.Figure(go.Heatmap(z=shares, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
                                text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}",
+                               colorbar=dict(thickness=12, title=dict(text="share of row", side="right")),
                                hovertemplate="true %{y}, routed to %{x}: %{z:.1%}<extra></extra>"))
-    fig.update_xaxes(title="router's top-1", tickangle=-30)
+    # upright labels: slanted ones ran into each other on a phone
+    fig.update_xaxes(title="router's top-1", tickangle=-90, tickmode="array", tickvals=labels, tickfont=dict(size=11))
     fig.update_yaxes(title="true label", autorange="reversed")
-    return _layout(fig, "Router on held-out prompts (counts; colour: share of the row)", 90 + 34 * len(labels))
+    return _layout(fig, "Router on held-out prompts (counts)", 150 + 34 * len(labels))
 
 
 def sweep_chart(weights: list[float], like_a: list[float], like_b: list[float], a: str, b: str,
