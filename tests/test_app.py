@@ -144,3 +144,13 @@ def test_sweep_runs_five_mixtures_in_one_batch(tiny_app_url):
     assert chart["type"] == "plotly" and "one batch" in timing
     with pytest.raises(AppError, match="two different ends"):
         client.predict(PROMPTS[2], "alpha", "alpha", 0.0, 8, 0, api_name="/sweep")
+
+
+def test_a_one_token_answer_shows_no_decode_rate():
+    from ui.common import timing_line, timing_table
+
+    one = {"ttft_ms": 560.0, "tokens_per_s": 0.0, "tokens": 1, "total_ms": 570.0, "router_ms": 1.0, "setup_ms": 2.0,
+           "prefill_ms": 500.0}
+    assert "– tok/s · 1 token ·" in timing_line(one)
+    assert "| – | 1 |" in timing_table([{"label": "sentiment only", "timing": one}])
+    assert "6.5 tok/s · 12 tokens" in timing_line({**one, "tokens": 12, "tokens_per_s": 6.5})

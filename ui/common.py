@@ -89,8 +89,14 @@ def weights_html(route: RouteResult, colors: dict[str, str]) -> str:
             f"<table class='weights-table'><tr><th>adapter</th><th>p</th><th>weight</th><th></th></tr>{rows}</table>")
 
 
+def _rate(t: dict) -> str:
+    """A one-token answer ("negative") has no decode phase: no rate rather than a misleading 0.0."""
+    return f"{t['tokens_per_s']:.1f}" if t["tokens"] > 1 else "–"
+
+
 def timing_line(t: dict) -> str:
-    return (f"first token {t['ttft_ms']:.0f} ms · {t['tokens_per_s']:.1f} tok/s · {t['tokens']} tokens · "
+    count = f"{t['tokens']} token" + ("" if t["tokens"] == 1 else "s")
+    return (f"first token {t['ttft_ms']:.0f} ms · {_rate(t)} tok/s · {count} · "
             f"total {t['total_ms'] / 1000:.2f} s")
 
 
@@ -98,7 +104,7 @@ def timing_table(columns: list[dict]) -> str:
     head = "| column | router ms | set-up ms | prefill ms | decode tok/s | tokens | total ms |\n|---|---|---|---|---|---|---|\n"
     return head + "\n".join(
         f"| {c['label']} | {c['timing']['router_ms']:.2f} | {c['timing']['setup_ms']:.2f} | {c['timing']['prefill_ms']:.0f} | "
-        f"{c['timing']['tokens_per_s']:.1f} | {c['timing']['tokens']} | {c['timing']['total_ms']:.0f} |" for c in columns)
+        f"{_rate(c['timing'])} | {c['timing']['tokens']} | {c['timing']['total_ms']:.0f} |" for c in columns)
 
 
 def read_json(path: Path) -> dict:
