@@ -8,6 +8,12 @@ _FONT = dict(family="Inter, system-ui, sans-serif", size=13)
 BASE_COLOR = "#9e9e9e"  # the "base" pseudo-adapter (no adapter) is grey in every chart
 
 
+def _legend_below(fig: go.Figure, height: int, bottom: int) -> go.Figure:
+    """A horizontal legend under the last axis title: on a phone it wraps onto lines that cover no bars."""
+    return fig.update_layout(legend=dict(orientation="h", y=-64 / height, yanchor="top", x=0, xanchor="left"),
+                             margin=dict(b=bottom))
+
+
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=_FONT,
                       margin=dict(l=10, r=10, t=48, b=10), plot_bgcolor="white", paper_bgcolor="white",
@@ -73,20 +79,17 @@ def results_chart(results: dict) -> go.Figure:
                              ("fused", "DLP fused", "#1f77b4"), ("uniform_merge", "uniform merge", "#ff7f0e")]:
         rows = [results["tasks"][t] for t in tasks]
         values = [r.get(key) for r in rows]
-        ci = [r.get(f"{key}_ci") or [v, v] for r, v in zip(rows, values)]
+        spans = [(v - r[f"{key}_ci"][0], r[f"{key}_ci"][1] - v) if v is not None and r.get(f"{key}_ci") else (0, 0)
+                 for r, v in zip(rows, values)]
         fig.add_bar(y=tasks, x=values, name=name, marker_color=color, orientation="h",
                     error_x=dict(type="data", symmetric=False, color="#555", thickness=1, width=2,
-                                 array=[hi - v if v is not None else 0 for (_, hi), v in zip(ci, values)],
-                                 arrayminus=[v - lo if v is not None else 0 for (lo, _), v in zip(ci, values)]),
+                                 array=[up for _, up in spans], arrayminus=[down for down, _ in spans]),
                     hovertemplate=f"{name}: %{{x:.3f}}<extra>%{{y}}</extra>")
     fig.update_layout(barmode="group", bargap=0.2)
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(range=[0, 1], title="score (0-1), with 95% intervals", gridcolor="#eee")
     height = 110 + 64 * len(tasks)
-    fig = _layout(fig, "Held-out scores per task", height)
-    fig.update_layout(legend=dict(orientation="h", y=-64 / height, yanchor="top", x=0, xanchor="left"),
-                      margin=dict(b=90))
-    return fig
+    return _legend_below(_layout(fig, "Held-out scores per task", height), height, 90)
 
 
 _CONDITION = {"base": "base", "fused": "DLP fused", "fused_max": "fused, max weighting",
@@ -118,10 +121,7 @@ def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.F
     height = 190 + 230 * len(kinds)
     fig = _layout(fig, "Two-skill prompts, skill by skill", height)
     fig.for_each_annotation(lambda a: a.update(x=0, xanchor="left", font=dict(size=13)))  # a phone keeps them whole
-    # the legend goes under the last axis title, where a phone's three wrapped lines cover nothing
-    fig.update_layout(legend=dict(orientation="h", y=-64 / height, yanchor="top", x=0, xanchor="left"),
-                      margin=dict(b=120))
-    return fig
+    return _legend_below(fig, height, 120)
 
 
 def confusion_chart(labels: list[str], matrix: list[list[int]]) -> go.Figure:

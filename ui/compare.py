@@ -31,10 +31,10 @@ atexit.register(shutil.rmtree, _EXPORTS, True)
 EXPORT_TTL = 3600  # s: Gradio serves its own cached copy (pruned by the page's delete_cache) after that
 
 
-def export_path(now: float | None = None) -> Path:
+def export_path() -> Path:
     """A new file for one run's record; records older than ``EXPORT_TTL`` go first, so a Space that runs for
     weeks does not fill its disk one download at a time."""
-    cutoff = (now or time.time()) - EXPORT_TTL
+    cutoff = time.time() - EXPORT_TTL
     for old in _EXPORTS.iterdir():
         try:
             if old.stat().st_mtime < cutoff:
