@@ -34,6 +34,8 @@ def test_compare_streams_three_columns(tiny_app_url):
     result = job.result()
     assert "tok/s" in result[3] and "router ms" in result[12]
     assert result[0]["type"] == "plotly" and result[13]["type"] == "plotly"
+    again = client.submit(PROMPTS[1], 0.8, 0, "renorm", 0.0, 8, 0, 1, api_name="/compare")
+    assert list(again)[0][13] is None, "the last run's timing chart must go when a new run starts"
 
 
 def test_route_endpoint(tiny_app_url):

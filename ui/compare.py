@@ -115,11 +115,13 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             chart = router_chart(update.route.probs, update.route.selected, shades, update.route.top_p) \
                 if show else gr.skip()
             stopped = " (stopped)" if done and update.state.cancelled else ""
+            # the last run's timing chart describes other columns: cleared at once, drawn again when done
+            timing = timing_chart(cols, bench_ratio) if done else None if first else gr.skip()
             first = False
             yield [chart, weights_html(update.route, shades) if show else gr.skip(), base["text"],
                    timing_line(base["timing"]) + stopped, *boxes, *visible,
                    gr.Textbox(value=fused["text"], label=fused["label"]), timing_line(fused["timing"]) + stopped,
-                   timing_table(cols), timing_chart(cols, bench_ratio) if done else gr.skip()], update
+                   timing_table(cols), timing], update
 
     def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
                     request: gr.Request = None):
