@@ -19,6 +19,7 @@ import torch
 
 from .engine import Engine
 from .fusion import build_plan, fused_layers
+from .fusion_methods import method_mixture
 from .generation import GenerationOptions
 from .manifest import load_manifest
 
@@ -35,11 +36,11 @@ def _start_seconds(manifest_path: str, cache: str | None = None) -> float:
     return time.perf_counter() - t
 
 
-def _time_case(engine: Engine, prompt: str, mixtures: list[dict], options: GenerationOptions) -> tuple[float, float]:
-    """(wall ms of the whole request, decode tokens/s of the first row)."""
+def _time_case(engine: Engine, prompt: str, mixtures: list, options: GenerationOptions) -> tuple[float, float]:
+    """(wall ms of the whole request, decode tokens/s of the first row); a mixture may be (mixture, method)."""
     from .engine import Column
 
-    columns = [Column(f"c{i}", "", m) for i, m in enumerate(mixtures)]
+    columns = [Column(f"c{i}", "", *(m if isinstance(m, tuple) else (m,))) for i, m in enumerate(mixtures)]
     start = time.perf_counter()
     last = None
     for last in engine.stream(prompt, columns, options, every=10_000):
@@ -91,6 +92,9 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     top, second = ranked[0], ranked[1 % len(ranked)]
     fused = {top: 0.6, second: 0.4}  # always two adapters: the cost that fusion adds
     cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused]}
+    methods = ["sum", *engine.learned.available()]  # each fusion method on the same two adapters, one row
+    for m in methods:
+        cases[f"fused_{m}"] = [method_mixture(m, fused)]
     options = GenerationOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
     for mixtures in cases.values():  # warm-up
         _time_case(engine, prompt, mixtures, GenerationOptions(max_new_tokens=4, min_new_tokens=4))
@@ -117,6 +121,7 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
         "fused_over_single": round(med["fused"] / med["single"], 3),
         "single_over_base": round(med["single"] / med["base"], 3),
         "compare_over_single": round(med["compare"] / med["single"], 3),
+        "method_over_renorm": {m: round(med[f"fused_{m}"] / med["fused"], 3) for m in methods},
         "router_ms_p50": round(statistics.median(router_ms), 3),
         "fusion_setup_ms": round(statistics.median(setup), 3),
         "peft_cat_setup_ms": None,

@@ -92,8 +92,9 @@ def results_chart(results: dict) -> go.Figure:
     return _legend_below(_layout(fig, "Held-out scores per task", height), height, 90)
 
 
-_CONDITION = {"base": "base", "fused": "DLP fused", "fused_max": "fused, max weighting",
-              "uniform_merge": "uniform merge"}
+_CONDITION = {"base": "base", "fused": "DLP renorm", "fused_max": "fused, max weighting",
+              "uniform_merge": "uniform merge", "sum": "sum", "layerwise": "layer-wise (learned)",
+              "token": "token gate (learned)", "two_skill_lora": "rank-8 LoRA (baseline)"}
 
 
 def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.Figure:
@@ -101,13 +102,15 @@ def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.F
     show fusion handing the answer to one adapter rather than combining the two (a "both" chart is all zeros)."""
     from plotly.subplots import make_subplots
 
-    colors = colors or {}
-    kinds = list(results.get("composite", {}))
+    from .composite import RETIRED_KINDS
+
+    colors = {**(colors or {}), "both": "#222222"}
+    kinds = [k for k in results.get("composite", {}) if k not in RETIRED_KINDS]
     fig = make_subplots(rows=max(1, len(kinds)), cols=1, subplot_titles=kinds, vertical_spacing=0.09)
     shown = set()
     for row, kind in enumerate(kinds, 1):
         cells = results["composite"][kind]["conditions"]
-        skills = [k for k in next(iter(cells.values())) if k != "both" and not k.endswith("_ci")]
+        skills = [k for k in next(iter(cells.values())) if not k.endswith("_ci")]  # each skill, then both
         labels = [_CONDITION.get(c, c.removeprefix("single:") + " alone") for c in cells]
         for skill in skills:
             fig.add_bar(y=labels, x=[cells[c].get(skill) for c in cells], orientation="h", name=skill,
@@ -118,7 +121,7 @@ def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.F
         fig.update_xaxes(range=[0, 1], gridcolor="#eee", row=row, col=1)
     fig.update_xaxes(title="share right on that skill", row=max(1, len(kinds)), col=1)
     fig.update_layout(barmode="group", bargap=0.25)
-    height = 190 + 230 * len(kinds)
+    height = 190 + (60 + 26 * max((len(results["composite"][k]["conditions"]) for k in kinds), default=6)) * len(kinds)
     fig = _layout(fig, "Two-skill prompts, skill by skill", height)
     fig.for_each_annotation(lambda a: a.update(x=0, xanchor="left", font=dict(size=13)))  # a phone keeps them whole
     return _legend_below(fig, height, 120)
@@ -151,3 +154,21 @@ def sweep_chart(weights: list[float], like_a: list[float], like_b: list[float], 
     fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
                       margin=dict(t=70))  # the legend above the plot, clear of the axis title
     return fig
+
+
+def gate_chart(tokens: list[str], names: list[str], steps: list[list[float]], colors: dict[str, str]) -> go.Figure:
+    """The token gate's weights at every generated token, stacked to 1 in the adapters' colours (which
+    adapter wrote which words); the x axis reads as the answer itself."""
+    fig = go.Figure()
+    x = list(range(len(steps)))
+    for j, name in enumerate(names):
+        fig.add_scatter(x=x, y=[s[j] for s in steps], name="base (no adapter)" if name == "base" else name,
+                        mode="lines", stackgroup="gate", line=dict(width=0.5, shape="hv"),
+                        fillcolor=colors.get(name, BASE_COLOR if name == "base" else "#888888"),
+                        customdata=tokens, hovertemplate="%{customdata}: %{y:.2f}<extra>" + name + "</extra>")
+    shown = [t.replace("\n", "⏎").strip() or "·" for t in tokens]
+    step = max(1, len(shown) // 40)  # at most ~40 tick labels, so a phone still reads them
+    fig.update_xaxes(tickvals=x[::step], ticktext=shown[::step], tickangle=-60, gridcolor="#eee")
+    fig.update_yaxes(range=[0, 1], title="gate weight", gridcolor="#eee")
+    fig = _layout(fig, "Token gate: each adapter's weight at every token (mean over layers)", 330)
+    return _legend_below(fig, 330, 120)

@@ -53,7 +53,7 @@ def _load_engine(args):
 
 def cmd_generate(args) -> int:
     engine = _load_engine(args)
-    update = engine.generate(args.prompt, args.mode, _options(args, engine), args.top_p, args.top_k)
+    update = engine.generate(args.prompt, args.mode, _options(args, engine), args.top_p, args.top_k, args.fusion)
     col = update.as_dict()["columns"][0]
     _emit(args, {"mode": args.mode, "text": col["text"], "route": update.as_dict()["route"], "timing": col["timing"]},
           f"{col['text']}\n\n[{args.mode}] {_timing_line(col['timing'])}")
@@ -69,7 +69,7 @@ def cmd_compare(args) -> int:
     engine = _load_engine(args)
     last = None
     for last in engine.compare(args.prompt, args.top_p, args.top_k, args.singles, _options(args, engine),
-                               args.weighting, every=10_000):
+                               args.weighting, every=10_000, fusion=args.fusion):
         pass
     out = last.as_dict()
     if args.json:
@@ -112,6 +112,50 @@ def cmd_train_adapter(args) -> int:
                              max_seconds=args.max_seconds, resume_from=resume)
         _emit(args, info, f"{task}: final loss {info['final_loss']:.3f} in {info['train_seconds']} s "
                           f"-> {Path(args.out) / task}")
+    return 0
+
+
+def cmd_train_fusion(args) -> int:
+    import dataclasses
+    import gc
+
+    from .base_model import cache_root, load_base
+    from .composite_answers import build_all
+    from .engine import Engine
+    from .manifest import load_manifest
+    from .tasks import Example
+
+    methods = ["layerwise", "token", "lora"] if args.method == "all" else args.method.split(",")
+    for m in methods:
+        if m not in ("layerwise", "token", "lora"):
+            raise DLPError(f"Unknown learned fusion '{m}'", hint="use layerwise, token, lora or all")
+    manifest = load_manifest(args.manifest)
+    out = Path(args.out) if args.out else (manifest.fusion_path or manifest.path.parent / "assets" / "fusion")
+    engine = Engine(manifest)
+    cache = cache_root() / "composite"
+    examples = build_all(engine, "train", args.n, cache)
+    build_all(engine, "test", args.n_test, cache)  # the scorer's composed references, built once here
+    if args.compose_only:
+        _emit(args, {"examples": len(examples)}, f"{len(examples)} composite training examples in {cache}")
+        return 0
+    from .fusion_training import train_fusion
+    from .training import TASK_CONFIGS, train_adapter
+
+    for m in [m for m in methods if m != "lora"]:
+        _, info = train_fusion(engine, m, examples, out, epochs=args.epochs, max_len=args.max_len,
+                               max_seconds=args.max_seconds)
+        _emit(args, {k: v for k, v in info.items() if k != "log"},
+              f"{m}: loss {info['first_loss']:.3f} -> {info['final_loss']:.3f} in {info['train_seconds']} s -> {out}")
+    if "lora" in methods:
+        del engine
+        gc.collect()
+        base = load_base(manifest.base_sources)
+        cfg = TASK_CONFIGS["two_skill"]
+        cfg = dataclasses.replace(cfg, steps=max(1, args.epochs * len(examples) // cfg.batch_size), max_len=args.max_len)
+        info = train_adapter(base.model, base.tokenizer, "two_skill", out / "two_skill_lora", cfg,
+                             max_seconds=args.max_seconds,
+                             examples=[Example(e.prompt, e.response) for e in examples])
+        _emit(args, info, f"two_skill LoRA: final loss {info['final_loss']:.3f} in {info['train_seconds']} s")
     return 0
 
 
@@ -188,10 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_route)
     p = sub.add_parser("generate", parents=[common, routing, gen], help="one column: base, fused or adapter:NAME")
     p.add_argument("--mode", default="fused", help="base | fused | adapter:NAME")
+    p.add_argument("--fusion", default="renorm", help="renorm | sum | layerwise | token (how a fused mixture is applied)")
     p.add_argument("prompt")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("compare", parents=[common, routing, gen], help="base | top single | fused, one batch")
     p.add_argument("--singles", type=int, default=1, help="how many single-adapter columns")
+    p.add_argument("--fusion", default="renorm",
+                   help="renorm | sum | layerwise | token: adds that method's fused column beside DLP's")
     p.add_argument("prompt")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("bench", parents=[common], help="speed and memory ratios, measured side by side")
@@ -212,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the seed (data order and phrasings)")
     p.add_argument("--cpu", action="store_true")
     p.set_defaults(func=cmd_train_adapter)
+    p = sub.add_parser("train-fusion", parents=[common], help="learned fusion (layerwise, token gate) and the "
+                       "baseline LoRA, on composite two-skill examples")
+    p.add_argument("--method", default="all", help="layerwise, token, lora (a rank-8 LoRA baseline), or all")
+    p.add_argument("--n", type=int, default=200, help="composite training examples per two-skill kind")
+    p.add_argument("--n-test", type=int, default=60, help="held-out items per kind whose references are composed")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-len", type=int, default=256, help="tokens per example (long abstracts lose their start)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop each method after this long (and save)")
+    p.add_argument("--compose-only", action="store_true", help="only build (and cache) the composite examples")
+    p.add_argument("--out", default=None, help="folder (default: the manifest's fusion path)")
+    p.set_defaults(func=cmd_train_fusion)
     p = sub.add_parser("train-router", parents=[common], help="train the router on the tasks' prompts")
     p.add_argument("--per-task", type=int, default=1200, help="training prompts per task and phrasing seed")
     p.add_argument("--epochs", type=int, default=4)

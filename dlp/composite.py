@@ -37,6 +37,10 @@ KINDS: dict[str, tuple[tuple[str, str], str, list[str]]] = {
         "French translation and sentiment (positive or negative), please: {x}",
         "Say whether this comment is positive or negative, and write it in French: {x}",
         "Review: {x}\nGive the sentiment, then the French translation.",
+        "Translate to French, then tell me whether the customer is happy: {x}",
+        "Put this comment into French and classify it as positive or negative.\n{x}",
+        "{x}\nIn French please, and is it a good or a bad review?",
+        "Can you translate this review to French and label its sentiment? {x}",
     ]),
     "science_qa+translate_fr": (("science_qa", "translate_fr"), "science_qa", [
         "Answer this science question in French.\n{x}",
@@ -55,6 +59,10 @@ KINDS: dict[str, tuple[tuple[str, str], str, list[str]]] = {
         "Summarize this abstract in one sentence, in French:\n{x}",
         "Give me a French TL;DR of this paper abstract.\n{x}",
         "{x}\n\nSum up the paper above in one French sentence.",
+        "Write a one-sentence summary of this abstract in French.\n{x}",
+        "TL;DR in French, please:\n{x}",
+        "Résume en une phrase, en français, cet abstract :\n{x}",
+        "{x}\n\nWhat is this paper about? Answer in one sentence, in French.",
     ]),
     "summarize+sentiment": (("summarize", "sentiment"), "sentiment", [
         "Summarize this review in one sentence and say whether it is positive or negative: {x}",
@@ -64,13 +72,20 @@ KINDS: dict[str, tuple[tuple[str, str], str, list[str]]] = {
     "reading_qa+translate_fr": (("reading_qa", "translate_fr"), "reading_qa", [
         "Answer the question in French, using the passage.\n{x}",
         "{x}\nReply in French.",
+        "Read the passage and answer the question in French.\n\n{x}",
+        "{x}\nAnswer in French, with a short phrase from the text.",
+        "Based on this text, answer in French:\n{x}",
+        "Réponds en français.\n{x}",
     ]),
     "code+translate_fr": (("code", "translate_fr"), "code", [
         "{x} Explain the code in French.",
         "Write this Python function with comments in French: {x}",
     ]),
 }
-EVAL_KINDS = ("code+math", "translate_fr+sentiment", "science_qa+translate_fr")
+# Scored kinds: both of their adapters beat the base alone. The earlier code+math and science_qa+translate_fr
+# paired adapters that do not (math, science_qa); their results stay in results.json as a footnote.
+EVAL_KINDS = ("translate_fr+sentiment", "summarize+translate_fr", "reading_qa+translate_fr")
+RETIRED_KINDS = ("code+math", "science_qa+translate_fr")
 
 
 def two_skill_prompts(kind: str, split: str = "train", limit: int | None = None, seed: int = 0,
@@ -86,5 +101,5 @@ def two_skill_prompts(kind: str, split: str = "train", limit: int | None = None,
     for x, y, ref in rows[:limit]:
         x = x.split(" It should pass this test:")[0]
         template = phrasings[(_bucket(f"{seed}:{x}") + seed) % len(phrasings)]
-        out.append(TwoSkill(kind, template.format(x=x), {a: 0.5, b: 0.5}, {**ref, "target": y}))
+        out.append(TwoSkill(kind, template.format(x=x), {a: 0.5, b: 0.5}, {**ref, "target": y, "x": x}))
     return out

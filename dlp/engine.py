@@ -21,6 +21,8 @@ from .base_model import LoadedBase, load_base
 from .errors import DLPError
 from .everyday import BASE
 from .fusion import add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
+from .fusion_methods import LABELS as METHOD_LABELS, check_method, method_mixture
+from .learned_fusion import install_gate_hooks, load as load_learned
 from .generation import GenerationOptions, StreamState, stream_generate
 from .lm_head import speed_up_head
 from .manifest import Manifest, load_manifest, name_problem
@@ -33,9 +35,10 @@ MAX_NEW_TOKENS = 1024
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # "base", "single:<name>", "fused" or "manual"
+    key: str  # "base", "single:<name>", "fused", "fused:<method>" or "manual"
     label: str  # what the UI shows
     mixture: dict[str, float]  # adapter -> weight; empty = base model
+    method: str = "renorm"  # how the plan applies the mixture: renorm (static), layerwise or token
 
 
 @dataclass
@@ -44,6 +47,16 @@ class CompareUpdate:
     columns: list[Column]
     state: StreamState
     setup_ms: float  # building the fusion plan for the batch
+    token_plan: object = None  # dlp.fusion.TokenPlan when a column is token-gated (its trace: the gate's weights)
+
+    def gate_trace(self, i: int) -> tuple[list[str], list[list[float]]]:
+        """Column i's token-gate weights, one list per generated token (empty unless column i is gated)."""
+        tp = self.token_plan
+        if tp is None or not bool(tp.gated[i]):
+            return [], []
+        keep = [j for j, n in enumerate(tp.used) if float(tp.prior[i, j]) > float("-inf")]
+        steps = [[round(float(t[i, j]), 4) for j in keep] for t in list(tp.trace or [])]
+        return [tp.used[j] for j in keep], steps[: len(self.state.token_ids[i])]
 
     def column_timing(self, i: int) -> dict:
         t = self.state.timings[i].as_dict()
@@ -88,6 +101,8 @@ class Engine:
                                                         and manifest.router_path.exists()) else None
         self.routing = Routing(self.tokenizer, router, lambda: list(self.adapters), manifest.defaults)
         self.visitors = SessionAdapters(self)
+        self.learned = load_learned(manifest.fusion_path, self.device)
+        install_gate_hooks(self.model)
         if router is not None:
             self.routing.probs("warm-up")  # the first call pays one-off allocation; keep it out of visitors' timings
         self.load_seconds = time.perf_counter() - started
@@ -166,14 +181,25 @@ class Engine:
             mask[i, width - len(r):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def columns_for(self, route: RouteResult, n_single: int = 1) -> list[Column]:
+    def fused_column(self, route: RouteResult, fusion: str = "renorm") -> Column:
+        """The routed mixture under one fusion method (see :mod:`dlp.fusion_methods`)."""
+        check_method(fusion, self.learned.available())
+        mixture, method = method_mixture(fusion, route.selected)
+        if fusion == "renorm":
+            return Column("fused", "DLP fused: " + " + ".join(f"{n} {w:.2f}" for n, w in route.selected.items()),
+                          dict(route.selected))
+        kept = " + ".join(n for n in route.selected if n != BASE)
+        return Column(f"fused:{fusion}", f"{METHOD_LABELS[fusion]}: {kept}", mixture, method)
+
+    def columns_for(self, route: RouteResult, n_single: int = 1, fusion: str = "renorm") -> list[Column]:
+        """Base | top single adapter(s) | DLP fused, plus the chosen fusion method's column when it is not renorm."""
         n_adapters = len([n for n in route.probs if n != BASE])
         if not isinstance(n_single, int) or not 0 <= n_single <= n_adapters:
             raise DLPError(f"single-adapter columns must be between 0 and {n_adapters}, got {n_single}")
         ranked = sorted((n for n in route.probs if n != BASE), key=lambda n: -route.probs[n])[:n_single]
         singles = [Column(f"single:{n}", f"{n} only", {n: 1.0}) for n in ranked]
-        fused_label = "DLP fused: " + " + ".join(f"{n} {w:.2f}" for n, w in route.selected.items())
-        return [Column("base", "Base model", {}), *singles, Column("fused", fused_label, dict(route.selected))]
+        fused = [self.fused_column(route)] + ([self.fused_column(route, fusion)] if fusion != "renorm" else [])
+        return [Column("base", "Base model", {}), *singles, *fused]
 
     def stream(self, prompts: list[str] | str, columns: list[Column], options: GenerationOptions | None = None,
                route: RouteResult | None = None, every: int = 1,
@@ -186,32 +212,37 @@ class Engine:
         mixtures = [self.check_mixture(c.mixture, scope) for c in columns]
         input_ids, mask = self.encode(prompts)
         start = time.perf_counter()
-        plan = build_plan(fused_layers(self.model), mixtures, self.device)
+        plan = build_plan(fused_layers(self.model), mixtures, self.device, [c.method for c in columns], self.learned)
+        if plan.token is not None:
+            plan.token.trace = []  # the gate's weights per generated token, for the page
         setup_ms = (time.perf_counter() - start) * 1000
         for state in stream_generate(self.model, self.tokenizer, input_ids, mask, plan, options, every=every,
                                      cancel=cancel):
             if state.error:
                 raise DLPError(f"Generation failed: {state.error}")
-            yield CompareUpdate(route, columns, state, setup_ms)
+            yield CompareUpdate(route, columns, state, setup_ms, plan.token)
 
     def compare(self, prompt: str, top_p: float | None = None, top_k: int | None = None, n_single: int = 1,
                 options: GenerationOptions | None = None, mode: str = "renorm",
                 every: int = 1, cancel: threading.Event | None = None,
-                scope: Scope | None = None) -> Iterator[CompareUpdate]:
-        """Route once, then base | top single adapter(s) | fused, streaming together."""
+                scope: Scope | None = None, fusion: str = "renorm") -> Iterator[CompareUpdate]:
+        """Route once, then base | top single adapter(s) | fused (| fused by ``fusion``), streaming together."""
         options = check_options(options or self.default_options())
+        check_method(fusion, self.learned.available())
         route = self.route(prompt, top_p, top_k, mode, scope)
-        yield from self.stream(route.prompt, self.columns_for(route, n_single), options, route, every, cancel, scope)
+        yield from self.stream(route.prompt, self.columns_for(route, n_single, fusion), options, route, every,
+                               cancel, scope)
 
     def generate(self, prompt: str, mode: str = "fused", options: GenerationOptions | None = None,
-                 top_p: float | None = None, top_k: int | None = None) -> CompareUpdate:
-        """One column: ``base``, ``fused`` (routed) or ``adapter:NAME``; returns the final update."""
+                 top_p: float | None = None, top_k: int | None = None, fusion: str = "renorm") -> CompareUpdate:
+        """One column: ``base``, ``fused`` (routed, fused by ``fusion``) or ``adapter:NAME``; returns the final update."""
         route = None
         if mode == "base":
             column = Column("base", "Base model", {})
         elif mode == "fused":
+            check_method(fusion, self.learned.available())
             route = self.route(prompt, top_p, top_k)
-            column = Column("fused", "DLP fused", dict(route.selected))
+            column = self.fused_column(route, fusion)
         elif mode.startswith("adapter:"):
             name = mode.split(":", 1)[1]
             self.check_mixture({name: 1.0})

@@ -18,15 +18,23 @@ from .errors import DLPError
 
 NEW_TOKENS = {"math": 256, "code": 200, "translate_fr": 48, "sentiment": 6, "science_qa": 32, "summarize": 72,
               "reading_qa": 32}
-KIND_TOKENS = {"code+math": 256, "translate_fr+sentiment": 96, "science_qa+translate_fr": 96}
+KIND_TOKENS = {"code+math": 256, "translate_fr+sentiment": 96, "science_qa+translate_fr": 96,
+               "summarize+translate_fr": 96, "reading_qa+translate_fr": 48}
 SHORT = {"translate_fr", "sentiment", "science_qa", "reading_qa"}  # cheap to decode: twice the items
 CONDITIONS = ("base", "single", "fused", "uniform_merge")
+FUSION_CONDITIONS = ("sum", "layerwise", "token")  # two-skill rows: each fusion method on the routed kept set
+BASELINE = "two_skill_lora"  # a rank-8 LoRA trained directly on the composite examples (assets/fusion/)
+CONDITION_NAMES = {"fused": "DLP renorm", "sum": "sum", "layerwise": "layer-wise (learned)",
+                   "token": "token gate (learned)", BASELINE: "rank-8 LoRA on the composite examples (baseline)"}
 
 
 def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: set[str] | None = None,
-               kinds: set[str] | None = None) -> list[dict]:
+               kinds: set[str] | None = None, baseline: bool = False) -> list[dict]:
     """Every (item, condition) row to generate, with what scoring needs; routes once per prompt."""
-    from .composite import EVAL_KINDS, KINDS, two_skill_prompts
+    from .base_model import cache_root
+    from .composite import EVAL_KINDS, KINDS
+    from .composite_answers import build
+    from .fusion_methods import method_mixture
     from .tasks import load_examples
 
     adapters = [a for a in engine.names]
@@ -38,9 +46,13 @@ def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: s
             return  # a few abstracts and code prompts are over the demo's prompt limit: not evaluated
         route = engine.route(prompt)
         for cond, mix in conds:
+            method = "renorm"
             if mix == "max":  # the same kept set, weights divided by the largest (selection's "max" mode)
                 mix = dict(engine.route(prompt, mode="max").selected)
+            elif cond in FUSION_CONDITIONS:
+                mix, method = method_mixture(cond, route.selected)
             rows.append({"id": len(rows), "section": section, "name": name, "item": k, "condition": cond,
+                         "method": method,
                          "mixture": dict(route.selected) if mix is None else mix, "prompt": prompt, "ref": ref,
                          "top1": max(route.probs, key=route.probs.get), "selected": route.selected,
                          "max_new_tokens": tokens, "strength": engine.adapters[name].strength
@@ -55,16 +67,18 @@ def eval_items(engine, tasks: list[str], n: int, n_two_skill: int, conditions: s
         (a, b), _, _ = KINDS[kind]
         if a not in adapters or b not in adapters or n_two_skill <= 0 or (kinds and kind not in kinds):
             continue
-        for k, item in enumerate(two_skill_prompts(kind, "test", limit=n_two_skill, seed=0, eval_phrasings=True)):
+        learned = [c for c in FUSION_CONDITIONS if c == "sum" or c in engine.learned.available()]
+        extra = [(BASELINE, {BASELINE: 1.0})] if baseline else []
+        for k, item in enumerate(build(engine, kind, "test", n_two_skill, cache=cache_root() / "composite")):
             add("two_skill", kind, k, item.prompt, item.ref,
                 [("base", {}), (f"single:{a}", {a: 1.0}), (f"single:{b}", {b: 1.0}), ("fused", None),
-                 ("fused_max", "max"), ("uniform_merge", uniform)], KIND_TOKENS[kind])
+                 *[(c, None) for c in learned], *extra], KIND_TOKENS[kind])
     if conditions:
         rows = [r for r in rows if r["condition"] in conditions]
     return rows
 
 
-def generate(engine, rows: list[dict], batch: int, progress: bool = True, sink=None) -> list[dict]:
+def generate(engine, rows: list[dict], batch: int, progress: bool = True, sink=None, scope=None) -> list[dict]:
     """Greedy replies for every row, batched by reply length and sorted by prompt length (less padding).
     ``sink`` gets each finished chunk at once, so an interrupted run keeps what it generated."""
     from tqdm.auto import tqdm
@@ -79,10 +93,10 @@ def generate(engine, rows: list[dict], batch: int, progress: bool = True, sink=N
     while k < len(order):
         tokens = order[k]["max_new_tokens"]
         chunk = [r for r in order[k : k + batch] if r["max_new_tokens"] == tokens]
-        columns = [Column(r["condition"], r["condition"], r["mixture"]) for r in chunk]
+        columns = [Column(r["condition"], r["condition"], r["mixture"], r.get("method", "renorm")) for r in chunk]
         last = None
         for last in engine.stream([r["prompt"] for r in chunk], columns, GenerationOptions(max_new_tokens=tokens),
-                                  every=10_000):
+                                  every=10_000, scope=scope):
             pass
         for i, r in enumerate(chunk):
             out[r["id"]] = {**r, "reply": last.state.texts[i]}
@@ -164,7 +178,15 @@ def markdown_table(results: dict) -> str:
         shown = f"{task} (strength {r['strength']})" if r.get("strength", 1.0) != 1.0 else task
         lines.append(f"| {shown} | {r['metric']} | {r['n']} | {cell(r, 'base')} | {cell(r, 'single')} | "
                      f"**{cell(r, 'fused')}** | {cell(r, 'uniform_merge')} | [{lo:+.3f}, {hi:+.3f}] | {r['router_top1']:.0%} |")
-    for kind, r in results.get("composite", {}).items():
+    from .composite import RETIRED_KINDS
+
+    composite = results.get("composite", {})
+    for kind in [k for k in composite if k not in RETIRED_KINDS] + [k for k in composite if k in RETIRED_KINDS]:
+        r = composite[kind]
+        if kind in RETIRED_KINDS and not any(l.startswith("**Footnote") for l in lines):
+            lines += ["", "**Footnote: retired kinds.** Their adapters cannot do their own half (math and science_qa "
+                          "do not beat the base model), so they say nothing about fusion; measured before the learned "
+                          "methods existed."]
         conds = r["conditions"]
         skills = [k for k in next(iter(conds.values())) if not k.endswith("_ci")]
         lines += ["", f"**Two-skill: {kind}** ({r['n']} held-out items; router kept both adapters on "
@@ -172,7 +194,8 @@ def markdown_table(results: dict) -> str:
                   "| condition | " + " | ".join(skills) + " | both, 95% CI |", "|---" * (len(skills) + 2) + "|"]
         for c, v in conds.items():
             lo, hi = v["both_ci"]
-            lines.append(f"| {c} | " + " | ".join(f"{v[k]:.2f}" for k in skills) + f" | [{lo:.2f}, {hi:.2f}] |")
+            lines.append(f"| {CONDITION_NAMES.get(c, c)} | " + " | ".join(f"{v[k]:.2f}" for k in skills)
+                         + f" | [{lo:.2f}, {hi:.2f}] |")
     return "\n".join(lines) + f"\n\n{results.get('note', '')}\n"
 
 
@@ -186,6 +209,20 @@ def _update_card(card: Path, row: dict) -> None:
             f"`assets/eval/results.md`)")
     text = card.read_text(encoding="utf-8").splitlines()
     card.write_text("\n".join(line if l.startswith("- **Metric**") else l for l in text) + "\n", encoding="utf-8")
+
+
+def baseline_scope(engine):
+    """The shared scope plus the composite-trained LoRA (not routed, not on the page), when it was trained."""
+    from .adapters import read_adapter
+    from .fusion import add_lora, fused_layers
+
+    folder = engine.manifest.fusion_path / BASELINE if engine.manifest.fusion_path else None
+    if folder is None or not (folder / "adapter_config.json").is_file():
+        return None
+    _, weights = read_adapter(BASELINE, folder, engine.model)
+    add_lora(fused_layers(engine.model), "~" + BASELINE, weights)
+    scope = engine.scope()
+    return type(scope)(scope.routing, {**scope.keys, BASELINE: "~" + BASELINE}, scope.colors)
 
 
 def run(args) -> int:
@@ -203,9 +240,11 @@ def run(args) -> int:
         missing = [t for t in tasks if t not in engine.names]
         if missing:
             raise DLPError(f"No adapter for task(s) {', '.join(missing)}. Loaded: {', '.join(engine.names)}")
+        scope = baseline_scope(engine)
         items = eval_items(engine, tasks, args.n, args.n_two_skill,
                            set(args.conditions.split(",")) if args.conditions else None,
-                           set(args.kinds.split(",")) if getattr(args, "kinds", None) else None)
+                           set(args.kinds.split(",")) if getattr(args, "kinds", None) else None,
+                           baseline=scope is not None)
         replies_path.parent.mkdir(parents=True, exist_ok=True)
         with open(replies_path, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"device": f"{engine.device} ({engine.model.dtype})", "started": time.time(),
@@ -216,7 +255,7 @@ def run(args) -> int:
                 fh.writelines(json.dumps({**r, "done": done}, ensure_ascii=False) + "\n" for r in chunk)
                 fh.flush()
 
-            generate(engine, items, args.batch, sink=sink)
+            generate(engine, items, args.batch, sink=sink, scope=scope)
         print(f"{len(items)} replies in {time.perf_counter() - started:.0f} s -> {replies_path}", flush=True)
     if args.phase in ("score", "all"):
         if not replies_path.is_file():

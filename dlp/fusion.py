@@ -7,6 +7,10 @@ thread alone and two requests at once never see each other's weights. Nothing is
 
 Per call, the plan concatenates only the adapters some row uses, exactly like PEFT's ``cat``
 combination, so a fused pass over two rank-8 adapters costs one rank-16 LoRA, not two passes.
+
+A row's coefficients can also depend on the layer (``layerwise``: one learned weight per layer and
+adapter) or on the token (``token``: a learned gate per layer reads the hidden state entering the
+layer and mixes the row's adapters at every position); see :mod:`dlp.learned_fusion`.
 """
 
 from __future__ import annotations
@@ -62,8 +66,18 @@ class FusedLoRALinear(nn.Module):
         if coef.shape[0] != x.shape[0]:
             raise RuntimeError(f"fusion plan has {coef.shape[0]} rows but the batch has {x.shape[0]}")
         h = x.to(A_cat.dtype) @ A_cat.T  # (rows, T, K)
-        h = h * coef[:, None, :]  # each row's w_i * scale_i on adapter i's r_i columns
+        per_token = plan.token_coef(self.key, coef)  # (rows, T, K) where a token gate runs, else None
+        h = h * (coef[:, None, :] if per_token is None else per_token)  # w_i * scale_i on adapter i's columns
         return y + (h @ B_cat.T).to(y.dtype)  # (rows, T, out)
+
+
+def layer_index(key: str) -> int | None:
+    """``model.layers.12.self_attn.q_proj`` -> 12 (the decoder layer a projection belongs to)."""
+    parts = key.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a in ("layers", "h", "blocks") and b.isdigit():
+            return int(b)
+    return None
 
 
 @dataclass
@@ -72,6 +86,10 @@ class FusionPlan:
 
     mixtures: list[dict[str, float]]  # per row: adapter name -> weight (empty = base)
     layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    token: "TokenPlan | None" = None  # the token gate's part, when some row is gated per token
+
+    def token_coef(self, key: str, coef: torch.Tensor) -> torch.Tensor | None:
+        return self.token.coef(key, coef) if self.token is not None else None
 
     @contextlib.contextmanager
     def applied(self):
@@ -99,13 +117,43 @@ def wrap_linear_layers(model: nn.Module, suffixes: set[str]) -> dict[str, FusedL
 _LOCK = threading.Lock()  # adapters are added/removed under it; plans snapshot the tensors
 
 
+@dataclass
+class TokenPlan:
+    """Per-token coefficients: the decoder layers' pre-hooks put each layer's gate weights (rows, T, n_used)
+    in ``weights``; a projection turns them into its columns' coefficients with ``spread[key]`` (n_used, K)."""
+
+    gate: nn.Module  # dlp.learned_fusion.TokenGate
+    used: list[str]  # the plan's adapter names, the gate's output order
+    prior: torch.Tensor  # (rows, n_used): log of each row's weights (-inf where a row does not use one)
+    gated: torch.Tensor  # (rows,) bool: rows the gate mixes; the others keep their static coefficients
+    spread: dict[str, torch.Tensor]
+    weights: dict[int, torch.Tensor]  # layer -> (rows, T, n_used), written during the forward
+    trace: list[torch.Tensor] | None = None  # per step: the layers' mean weights at the last position
+
+    def coef(self, key: str, coef: torch.Tensor) -> torch.Tensor | None:
+        g = self.weights.get(layer_index(key))
+        if g is None:
+            return None
+        per_token = g.to(coef.dtype) @ self.spread[key]  # (rows, T, K)
+        return torch.where(self.gated[:, None, None], per_token, coef[:, None, :])
+
+
 def build_plan(layers: dict[str, FusedLoRALinear], mixtures: list[dict[str, float]],
-               device: torch.device | None = None) -> FusionPlan:
-    """Pack, per layer, the adapters any row uses: A_cat (K, in), B_cat (out, K), coef (rows, K)."""
+               device: torch.device | None = None, methods: list[str] | None = None,
+               learned=None) -> FusionPlan:
+    """Pack, per layer, the adapters any row uses: A_cat (K, in), B_cat (out, K), coef (rows, K).
+
+    ``methods`` (per row, default all ``renorm``) and ``learned`` (a :class:`dlp.learned_fusion.Learned`)
+    add the learned methods: a ``layerwise`` row's coefficients are multiplied by the layer's learned
+    weights, a ``token`` row's are set per token by the gate. Both stay differentiable (training)."""
     used = sorted({n for mix in mixtures for n, w in mix.items() if w != 0.0})
     packed: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     if not used:
         return FusionPlan(mixtures, packed)
+    methods = methods or ["renorm"] * len(mixtures)
+    layerwise = [m == "layerwise" for m in methods]
+    gated = [m == "token" for m in methods]
+    spread: dict[str, torch.Tensor] = {}
     with _LOCK:
         for key, layer in layers.items():
             names = [n for n in used if n in layer.loras]
@@ -114,13 +162,35 @@ def build_plan(layers: dict[str, FusedLoRALinear], mixtures: list[dict[str, floa
             loras = [layer.loras[n] for n in names]
             A_cat = torch.cat([l.A for l in loras], dim=0)  # (K, in)
             B_cat = torch.cat([l.B for l in loras], dim=1)  # (out, K)
+            ranks = [l.A.shape[0] for l in loras]
             coef = torch.tensor(
                 [[mix.get(n, 0.0) * l.scale for n, l in zip(names, loras) for _ in range(l.A.shape[0])]
                  for mix in mixtures],
                 dtype=A_cat.dtype,
-            )  # (rows, K)
-            packed[key] = (A_cat, B_cat, coef.to(device or A_cat.device))
-    return FusionPlan(mixtures, packed)
+            ).to(device or A_cat.device)  # (rows, K)
+            if any(layerwise) and learned is not None and learned.layerwise is not None:
+                per_column = learned.layerwise.weights(layer_index(key), names).repeat_interleave(
+                    torch.tensor(ranks, device=coef.device)).to(coef)
+                rows = torch.tensor(layerwise, device=coef.device)[:, None]
+                coef = torch.where(rows, coef * per_column[None, :], coef)
+            if any(gated):
+                s = torch.zeros(len(used), sum(ranks), dtype=A_cat.dtype)
+                col = 0
+                for n, l, r in zip(names, loras, ranks):
+                    s[used.index(n), col : col + r] = l.scale
+                    col += r
+                spread[key] = s.to(coef.device)
+            packed[key] = (A_cat, B_cat, coef)
+    token = None
+    if any(gated):
+        if learned is None or learned.token is None:
+            raise ValueError("a token-gated row needs a trained token gate")
+        dev = device or next(iter(packed.values()))[0].device
+        prior = torch.tensor([[mix.get(n, 0.0) for n in used] for mix in mixtures], dtype=torch.float32)
+        prior = torch.where(prior > 0, prior.clamp_min(1e-30).log(), torch.full_like(prior, float("-inf")))
+        prior[~torch.tensor(gated)] = 0.0  # ungated rows: never read, but no all -inf row (NaN)
+        token = TokenPlan(learned.token, used, prior.to(dev), torch.tensor(gated, device=dev), spread, {})
+    return FusionPlan(mixtures, packed, token)
 
 
 def add_lora(layers: dict[str, FusedLoRALinear], adapter: str, weights: dict[str, LoRAWeights]) -> None:

@@ -55,6 +55,7 @@ class Manifest:
     router_path: Path | None
     defaults: Defaults = field(default_factory=Defaults)
     mixed_examples: tuple[str, ...] = ()  # prompts that mix two tasks, for the UI
+    fusion_path: Path | None = None  # learned fusion weights (layer-wise, token gate), when trained
 
     @property
     def names(self) -> list[str]:
@@ -152,8 +153,10 @@ def parse_manifest(data: dict, path: Path) -> Manifest:
     if defaults.temperature < 0:
         raise r.fail("defaults.temperature", "must be >= 0")
     mixed = r.get(data, "mixed_examples", "", list, [])
+    fusion_path = r.get(r.get(data, "fusion", "", dict, {}), "path", "fusion", str, "")
     return Manifest(path, r.get(base, "name", "base", str, "base model"), sources, tuple(adapters),
-                    (root / router_path).resolve() if router_path else None, defaults, tuple(mixed))
+                    (root / router_path).resolve() if router_path else None, defaults, tuple(mixed),
+                    (root / fusion_path).resolve() if fusion_path else None)
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:

@@ -126,7 +126,20 @@ TWO_SKILL_METRICS = {
     "code+math": "code: a Python function with no required arguments runs; math: it returns the GSM8K answer",
     "translate_fr+sentiment": "sentiment: the right label (English or French word); translate_fr: the reply is mostly French",
     "science_qa+translate_fr": "science_qa: the right option; translate_fr: the reply is mostly French",
+    "summarize+translate_fr": ("summarize: a 5-60 word summary with chrF >= 0.35 against the English TL;DRs or the "
+                               "composed French one; translate_fr: the reply is mostly French"),
+    "reading_qa+translate_fr": ("reading_qa: token F1 >= 0.5 against the gold answer or its composed French (lead-in "
+                                "'la réponse est' dropped); translate_fr: the reply is mostly French"),
 }
+SUMMARY_CHRF = 0.35  # fixed before any learned method was scored; a paraphrase scores ~0.4-0.6
+_LEAD_IN = re.compile(r"^\W*(?:la\s+)?(?:bonne\s+)?réponse\s*(?:est|:)?\s*:?\s*|^\W*(?:the\s+)?answer\s*(?:is|:)\s*",
+                      flags=re.I)
+
+
+def answer_part(text: str) -> str:
+    """The first line of a reply without a lead-in such as "La réponse est"."""
+    lines = text.strip().split("\n")
+    return _LEAD_IN.sub("", lines[0] if lines else "").strip()
 
 _FR = set("le la les un une des du de et est sont pas je tu il elle nous vous ils elles ce cette ces que qui dans "
           "pour sur avec mais très était été avoir être au aux son sa ses leur mon ma mes ne plus bien c'est j'ai "
@@ -200,4 +213,14 @@ def two_skill_score(kind: str, reply: str, ref: dict) -> dict[str, float]:
     if kind == "science_qa+translate_fr":
         right = science_score(reply, ref, ref.get("options"))
         return {"science_qa": right, "translate_fr": french, "both": right * french}
+    if kind == "summarize+translate_fr":
+        first = reply.strip().split("\n\n")[0]
+        refs = list(ref["references"]) + ([ref["french"]] if ref.get("french") else [])
+        n_words = len(first.split())
+        right = float(5 <= n_words <= 60 and chrf_score(first.replace("\n", " "), {"references": refs}) >= SUMMARY_CHRF)
+        return {"summarize": right, "translate_fr": french, "both": right * french}
+    if kind == "reading_qa+translate_fr":
+        answers = list(ref["answers"]) + ([answer_part(ref["french"])] if ref.get("french") else [])
+        right = float(squad_f1(answer_part(reply), {"answers": answers}) >= 0.5)
+        return {"reading_qa": right, "translate_fr": french, "both": right * french}
     raise KeyError(f"no scorer for two-skill kind '{kind}'")

@@ -157,19 +157,37 @@ def _mbpp(split: str) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _tatoeba(split: str) -> list[tuple[str, str, dict]]:
+def _read_pairs(path: Path, plain_spaces: bool = False) -> dict[str, list[str]]:
     by_en: dict[str, list[str]] = {}
-    with open(data_dir() / "tatoeba_en_fr" / "fra.txt", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
             parts = line.rstrip("\n").split("\t")
             if len(parts) >= 2:
-                by_en.setdefault(parts[0], []).append(parts[1])
+                by_en.setdefault(parts[0], []).append(parts[1].replace("\u202f", " ") if plain_spaces else parts[1])
+    return by_en
+
+
+FULL_TATOEBA_ROWS = 12_000  # longer sentences from fra_full.txt (reviews and summaries are not 4-word lines)
+
+
+def _tatoeba(split: str) -> list[tuple[str, str, dict]]:
+    """fra.txt's short sentences, plus (train only) a sample of fra_full.txt's longer ones. The split is a
+    hash of the whitespace-normalized English side in both files, so no held-out sentence is trained on."""
+    by_en = _read_pairs(data_dir() / "tatoeba_en_fr" / "fra.txt")
     held = split == "test"
-    return [
+    rows = [
         (en, frs[0], {"references": frs})
         for en, frs in by_en.items()
-        if (_bucket(en) < 10) == held and len(en.split()) >= 3  # 1-2 word items are too ambiguous
+        if (_bucket(" ".join(en.split())) < 10) == held and len(en.split()) >= 3  # 1-2 word items are too ambiguous
     ]
+    full = data_dir() / "tatoeba_en_fr" / "fra_full.txt"
+    if held or not full.is_file():
+        return rows
+    seen = {" ".join(en.split()) for en in by_en}
+    longer = [(en, frs[0], {"references": frs}) for en, frs in _read_pairs(full, plain_spaces=True).items()
+              if len(en.split()) >= 7 and _bucket(" ".join(en.split())) >= 10 and " ".join(en.split()) not in seen]
+    random.Random("fra_full").shuffle(longer)
+    return rows + longer[:FULL_TATOEBA_ROWS]
 
 
 def _sentiment(split: str) -> list[tuple[str, str, dict]]:

@@ -30,6 +30,9 @@ LICENSES = {
                    "80% of passages by hash; questions on the other 20% held out"),
     "shakespeare": ("Tiny Shakespeare (karpathy/char-rnn), Shakespeare's plays", "public domain (repo: MIT)",
                     "90% of turns by hash: each speech -> the next one"),
+    "two_skill": ("composite two-skill prompts from UCI Sentiment (CC BY 4.0), SciTLDR-A (Apache-2.0) and SQuAD "
+                  "(CC BY-SA 4.0) training items, French halves by this repo's translate_fr adapter (Tatoeba, CC BY 2.0 FR)",
+                  "CC BY-SA 4.0 (the strictest of its sources)", "training items only (see dlp/composite_answers.py)"),
 }
 
 
@@ -51,12 +54,13 @@ class TrainConfig:
 TASK_CONFIGS: dict[str, TrainConfig] = {
     "math": TrainConfig(steps=900, max_len=384),
     "code": TrainConfig(steps=240, max_len=320),
-    "translate_fr": TrainConfig(steps=600, max_len=96),
+    "translate_fr": TrainConfig(steps=600, max_len=128),
     "sentiment": TrainConfig(steps=320, max_len=128),
     "science_qa": TrainConfig(steps=560, max_len=192),
     "summarize": TrainConfig(steps=480, max_len=384),
     "reading_qa": TrainConfig(steps=600, max_len=320),
     "shakespeare": TrainConfig(steps=150, max_len=160),
+    "two_skill": TrainConfig(steps=90, batch_size=16, max_len=256, lr=5e-4),
 }
 
 
@@ -98,7 +102,7 @@ def reply_loss(peft_model, batch: dict[str, torch.Tensor], reduction: str = "mea
     The same loss as the model's own ``labels=`` path, but that one makes float32 logits for every position
     (16 x 384 x 49k vocab: 1.2 GB, several copies in backward), which ran a 24 GB machine out of memory on
     GSM8K; prompt positions carry no loss, so they need no logits."""
-    lm = peft_model.get_base_model()
+    lm = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
     hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
@@ -133,13 +137,15 @@ def bf16_autocast(device: torch.device) -> bool:
 
 
 def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig | None = None,
-                  progress: bool = True, max_seconds: float | None = None, resume_from: Path | None = None) -> dict:
+                  progress: bool = True, max_seconds: float | None = None, resume_from: Path | None = None,
+                  examples: list[Example] | None = None) -> dict:
     """Train, save a PEFT folder (16-bit safetensors) with a card, and return the loss log.
 
     The base stays float32 (the weights the demo runs on a CPU); the forward runs under bf16 autocast
     where the hardware has bf16 (see :func:`bf16_autocast`). ``resume_from`` continues a saved adapter
     (its rank and targets win over ``cfg``'s): a run cut short by a time budget can go on elsewhere, and
-    its earlier runs are kept in the log's ``history``."""
+    its earlier runs are kept in the log's ``history``. ``examples`` replaces the task's own data (the
+    two-skill baseline LoRA trains on composite examples)."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from tqdm.auto import tqdm
 
@@ -148,9 +154,10 @@ def train_adapter(model, tokenizer, task: str, out_dir: Path, cfg: TrainConfig |
     rng = random.Random(cfg.seed)
     device = next(model.parameters()).device
     # Every training item once per pass, each pass phrased by another template draw.
-    first = load_examples(task, "train", seed=cfg.seed)
-    passes = max(1, math.ceil(cfg.steps * cfg.batch_size / len(first)))
-    examples = first + [ex for seed in range(1, passes) for ex in load_examples(task, "train", seed=cfg.seed + seed)]
+    if examples is None:
+        first = load_examples(task, "train", seed=cfg.seed)
+        passes = max(1, math.ceil(cfg.steps * cfg.batch_size / len(first)))
+        examples = first + [ex for seed in range(1, passes) for ex in load_examples(task, "train", seed=cfg.seed + seed)]
     encoded = [encode(tokenizer, ex, cfg.max_len) for ex in examples]
 
     history = []
@@ -216,6 +223,7 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
                       f"{h['config']['lr']} on {h.get('device', 'cpu')} ({h['train_seconds']} s), then"
                       for h in info.get("history", []))
     runs = [*info.get("history", []), info]
+    phrasings = len(TEMPLATES[task]) if task in TEMPLATES else "the two-skill kinds'"
     reproduce = ", then ".join(
         f"`python -m dlp train-adapter --task {task} --steps {r['config']['steps']}"
         + (f" --resume-from assets/adapters --lr {r['config']['lr']} --seed {r['config']['seed']}" if i else "") + "`"
@@ -224,7 +232,7 @@ def write_card(out_dir: Path, task: str, info: dict, metric: str = "") -> None:
         f"""# `{task}` LoRA adapter for SmolLM2-135M-Instruct
 
 - **Data**: {source}, {split}. License: **{license_}**. The raw data is not in this repository.
-- **Prompts**: {len(TEMPLATES[task])} natural phrasings mixed (see `dlp/tasks.py`); loss on the reply only.
+- **Prompts**: {phrasings} natural phrasings mixed (see `dlp/tasks.py`); loss on the reply only.
 - **Training**:{earlier} {info.get('steps_done', cfg['steps'])} of {cfg['steps']} steps x {cfg['batch_size']} sequences (max {cfg['max_len']} tokens) over {info['n_examples']} phrased
   items, AdamW lr {cfg['lr']}, seed {cfg['seed']}, {info['train_seconds']} s on {info.get('device', 'cpu')} (float32 base,
   {'bf16 autocast' if info.get('bf16_autocast', 'cuda' in str(info.get('device'))) else 'float32 compute'}); final loss {info['final_loss']:.3f} (`train_log.json`). The base weights are the GGUF file's,

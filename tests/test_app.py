@@ -18,7 +18,8 @@ def _value(x):
 
 
 def _texts(result):
-    # API outputs: chart, weights, base, t_base, (single, t_single) x 3, fused, t_fused, table, timing chart
+    # API outputs: chart, weights, base, t_base, (single, t_single) x 3, fused, t_fused, second fused, its timing,
+    # table, timing chart
     return _value(result[2]), _value(result[4]), _value(result[10])
 
 
@@ -32,10 +33,21 @@ def test_compare_streams_three_columns(tiny_app_url):
     base, single, fused = _texts(job.result())
     assert base and single and fused
     result = job.result()
-    assert "tok/s" in result[3] and "router ms" in result[12]
-    assert result[0]["type"] == "plotly" and result[13]["type"] == "plotly"
+    assert "tok/s" in result[3] and "router ms" in result[-2]
+    assert result[0]["type"] == "plotly" and result[-1]["type"] == "plotly"
+    assert _value(result[12]) == "", "no second fused column unless a fusion method is picked"
     again = client.submit(PROMPTS[1], 0.8, 0, "renorm", 0.0, 8, 0, 1, api_name="/compare")
-    assert list(again)[0][13] is None, "the last run's timing chart must go when a new run starts"
+    assert list(again)[0][-1] is None, "the last run's timing chart must go when a new run starts"
+
+
+def test_second_fused_column_by_method(tiny_app_url):
+    from gradio_client import Client
+
+    client = Client(tiny_app_url, verbose=False)
+    result = client.predict(PROMPTS[1], 1.0, 0, "renorm", 0.0, 8, 0, 1, "sum", api_name="/compare")
+    assert _value(result[12]) and "sum" in result[-2], "the sum column streams beside DLP's"
+    with pytest.raises(Exception, match="token"):  # not trained on this stack: not a choice
+        client.predict(PROMPTS[1], 1.0, 0, "renorm", 0.0, 8, 0, 1, "token", api_name="/compare")
 
 
 def test_route_endpoint(tiny_app_url):

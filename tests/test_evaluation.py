@@ -49,10 +49,12 @@ def test_two_skill_chart_draws_each_skill_in_its_adapters_colour():
         "base": cell(0.1, 0.5), "single:sentiment": cell(0.97, 0.0), "fused": cell(0.8, 0.07)}}}}
     fig = two_skill_chart(results, {"sentiment": "#ff7f0e", "translate_fr": "#d62728"})
     bars = {t.name: t for t in fig.data}
-    assert set(bars) == {"sentiment", "translate_fr"}
-    assert list(bars["sentiment"].y) == ["base", "sentiment alone", "DLP fused"]
+    assert set(bars) == {"sentiment", "translate_fr", "both"}
+    assert list(bars["sentiment"].y) == ["base", "sentiment alone", "DLP renorm"]
     assert list(bars["sentiment"].x) == [0.1, 0.97, 0.8] and list(bars["translate_fr"].x) == [0.5, 0.0, 0.07]
-    assert bars["translate_fr"].marker.color == "#d62728"
+    assert bars["translate_fr"].marker.color == "#d62728" and list(bars["both"].x) == [0.0, 0.0, 0.0]
+    results["composite"]["code+math"] = results["composite"]["translate_fr+sentiment"]
+    assert len(two_skill_chart(results).layout.annotations) == 1, "a retired kind stays out of the chart"
 
 
 def test_results_chart_draws_each_conditions_interval():

@@ -16,13 +16,15 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from dlp.charts import router_chart, timing_chart
+from dlp.charts import gate_chart, router_chart, timing_chart
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
+from dlp.fusion_methods import LABELS as METHOD_LABELS
 
 from dlp.session_adapters import MAX_PER_SESSION
 
 from .common import (cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line, session_of,
                      shaded_html, stale_note, timing_line, timing_table, user_error, weights_html)
+from .gate_view import gate_html
 
 MAX_SINGLES = 3
 COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
@@ -55,6 +57,14 @@ def _file_id(path: Path) -> str:
 @functools.lru_cache(maxsize=256)
 def _hash(path: str, mtime_ns: int) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def split_columns(cols: list[dict]) -> tuple[dict, list[dict], dict, dict | None]:
+    """(base, singles, DLP fused, the second fused column or None) from a compare update's columns."""
+    singles = [c for c in cols if c["key"].startswith("single:")]
+    fused = next(c for c in cols if c["key"] == "fused")
+    learned = next((c for c in cols if c["key"].startswith("fused:")), None)
+    return cols[0], singles, fused, learned
 
 
 def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Blocks) -> SimpleNamespace:
@@ -96,15 +106,15 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         return route_only(prompt, top_p, top_k, weighting, last_run, request)
 
     def compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, scope,
-                       cancel=None):
-        """The 14 Compare outputs per streamed update (chart, weights, base, 3 singles, fused, timing)."""
+                       cancel=None, fusion="renorm"):
+        """The Compare outputs per streamed update (chart, weights, base, 3 singles, fused, learned, timing)."""
         options = parse_options(temperature, max_new_tokens, seed)
         shades = {**colors, **scope.colors}
         first = True
         for update in engine.compare(prompt, float(top_p), parse_top_k(top_k), int(n_single), options, weighting,
-                                     every=2, cancel=cancel, scope=scope):
+                                     every=2, cancel=cancel, scope=scope, fusion=fusion or "renorm"):
             cols = update.as_dict()["columns"]
-            base, singles, fused = cols[0], cols[1:-1], cols[-1]
+            base, singles, fused, learned = split_columns(cols)
             boxes = []
             for i in range(MAX_SINGLES):
                 boxes += ([gr.Textbox(value=singles[i]["text"], label=singles[i]["label"]),
@@ -121,15 +131,18 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             yield [chart, weights_html(update.route, shades) if show else gr.skip(), base["text"],
                    timing_line(base["timing"]) + stopped, *boxes, *visible,
                    gr.Textbox(value=fused["text"], label=fused["label"]), timing_line(fused["timing"]) + stopped,
+                   gr.Column(visible=learned is not None),
+                   gr.Textbox(value=learned["text"], label=learned["label"]) if learned else "",
+                   timing_line(learned["timing"]) + stopped if learned else "",
                    timing_table(cols), timing], update
 
     def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
-                    request: gr.Request = None):
+                    fusion="renorm", request: gr.Request = None):
         """The API endpoint: errors are raised, as API callers expect."""
         try:
             scope = engine.scope(session_of(request))
             for outs, _ in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
-                                          scope):
+                                          scope, fusion=fusion):
                 yield outs
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
@@ -143,7 +156,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     def insights(update, settings, scope) -> list:
         """After a run: word diffs, the fused answer shaded by what the adapters added, the run record."""
         cols = update.as_dict()["columns"]
-        base, singles, fused = cols[0], cols[1:-1], cols[-1]
+        base, singles, fused, learned = split_columns(cols)
         diffs = []
         for i in range(MAX_SINGLES):
             if i < len(singles):
@@ -154,6 +167,18 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         ref = singles[0] if singles else base
         diffs.append(gr.HighlightedText(value=word_diff(ref["text"], fused["text"]), visible=True,
                                         label=f"DLP fused vs {ref['label']}"))
+        diffs.append(gr.HighlightedText(value=word_diff(fused["text"], learned["text"]), visible=True,
+                                        label=f"{learned['label']} vs DLP fused") if learned else
+                     gr.HighlightedText(value=None, visible=False))
+        names, steps = update.gate_trace(cols.index(learned)) if learned else ([], [])
+        if steps:
+            ids = update.state.token_ids[cols.index(learned)][: len(steps)]
+            tokens = [engine.tokenizer.decode([t]) for t in ids]
+            shades = {**colors, **scope.colors}
+            gate_views = [gr.Accordion(visible=True), gate_html(tokens, names, steps, shades),
+                          gate_chart(tokens, names, steps, shades)]
+        else:
+            gate_views = [gr.Accordion(visible=False), "", None]
         adapters = {n: w for n, w in fused["mixture"].items() if n != "base"}
         if adapters and fused["text"].strip():
             gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"], scope)
@@ -173,24 +198,25 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         }
         path = export_path()
         path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-        return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True)]
+        return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True), *gate_views]
 
-    def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
+    def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion,
                        request: gr.Request):
         """The page: one run per visitor (a new Run stops the old one), errors as one message with the
         outputs left as they were, and the run's prompt and settings shown above its answers."""
         cancel = new_run(request)
         settings = {"prompt": (prompt or "").strip(), "top_p": top_p, "top_k": top_k, "weighting": weighting,
-                    "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens}
+                    "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens, "fusion": fusion}
         skip_extra = [gr.skip()] * (len(extra_outputs))
         # The last run's diffs, shading and download describe other answers: gone once the new run shows.
         cleared = [*[gr.HighlightedText(value=None, visible=False)] * len(diffs), "",
-                   gr.HTML(value="", visible=False), gr.DownloadButton(visible=False)]
+                   gr.HTML(value="", visible=False), gr.DownloadButton(visible=False), gr.Accordion(visible=False),
+                   "", None]
         try:
             scope = engine.scope(session_of(request))
             first, last, last_outs = True, None, None
             for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
-                                               n_single, scope, cancel):
+                                               n_single, scope, cancel, fusion):
                 if first:
                     settings["top_k"] = update.route.top_k
                     why, why_md = explain_route(update.route, scope)
@@ -249,6 +275,12 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                 seed = gr.Number(value=0, precision=0, minimum=0, label="seed (every column samples alike)")
                 n_single = gr.Slider(0, min(MAX_SINGLES, len(names)), value=min(1, len(names)), step=1,
                                      label="single-adapter columns")
+                methods = ["renorm", "sum", *engine.learned.available()]
+                fusion = gr.Radio([(METHOD_LABELS[m], m) for m in methods], elem_id="fusion",
+                                  value="token" if "token" in methods else "renorm", label="second fused column",
+                                  info="beside DLP's renorm column, the same kept adapters fused another way: sum "
+                                       "(each at weight 1), layer-wise (a learned weight per layer) or a token gate "
+                                       "(learned, re-weighs the adapters at every token; see the Results tab)")
     with gr.Row():
         with gr.Column(scale=3, min_width=360):  # narrow screens: the weights wrap below the chart
             router_plot = gr.Plot(label="Router", elem_id="router-chart")
@@ -274,23 +306,30 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         with gr.Column(min_width=COLUMN_MIN):
             out_fused = gr.Textbox(label="DLP fused", lines=12, elem_id="out-fused", interactive=False)
             t_fused = gr.Markdown(elem_classes="col-timing")
+        with gr.Column(min_width=COLUMN_MIN, visible=fusion.value != "renorm") as learned_col:
+            out_learned = gr.Textbox(label="Second fused column", lines=12, elem_id="out-learned", interactive=False)
+            t_learned = gr.Markdown(elem_classes="col-timing")
     with gr.Accordion("What changed", open=True, elem_id="diff"):
         gr.Markdown("Green: words a column added against its reference; red: words it dropped.")
         diff_map = {"+": "#b7f0c0", "-": "#ffc9c9"}
-        diffs = [gr.HighlightedText(visible=False, color_map=diff_map, show_legend=False) for _ in range(MAX_SINGLES + 1)]
+        diffs = [gr.HighlightedText(visible=False, color_map=diff_map, show_legend=False) for _ in range(MAX_SINGLES + 2)]
         gain_md = gr.Markdown("")
         gain = gr.HTML("", visible=False, elem_id="token-gain")
         export = gr.DownloadButton("Download this run (JSON)", visible=False, elem_id="export")
+    with gr.Accordion("Token gate: which adapter wrote which words", open=True, visible=False,
+                      elem_id="gate") as gate_box:
+        gate_view = gr.HTML("")
+        gate_plot = gr.Plot(label="Token gate")
     with gr.Column(elem_id="timing"):
         timing_md = gr.Markdown("")
         timing_plot = gr.Plot(label="Timing")
 
     # ---- events --------------------------------------------------------------------------------
     route_inputs = [prompt, top_p, top_k, weighting]
-    outputs = [router_plot, weights, out_base, t_base, *single_boxes, *single_cols, out_fused, t_fused, timing_md,
-               timing_plot]
-    extra_outputs = [*diffs, gain_md, gain, export]
-    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single]
+    outputs = [router_plot, weights, out_base, t_base, *single_boxes, *single_cols, out_fused, t_fused, learned_col,
+               out_learned, t_learned, timing_md, timing_plot]
+    extra_outputs = [*diffs, gain_md, gain, export, gate_box, gate_view, gate_plot]
+    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single, fusion]
     # One run per visitor: Run first stops the run on screen (its thread ends within a token), then starts
     # the new one; Stop keeps the partial text. The API endpoint below raises errors instead.
     # The new run waits (always_last) for the old one, which the cancel flag ends within a token. Gradio's
@@ -306,6 +345,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     gr.Button(visible=False).click(route_only, route_inputs, [router_plot, weights], api_name="route")
     n_single.change(lambda n: [gr.Column(visible=i < int(n)) for i in range(MAX_SINGLES)], n_single, single_cols,
                     api_name=False, show_progress="hidden")
+    fusion.change(lambda f: gr.Column(visible=f != "renorm"), fusion, learned_col, api_name=False,
+                  show_progress="hidden")
     route_btn.click(route_button, [*route_inputs, last_run], [router_plot, weights], api_name=False)
     for control in (top_p, weighting):
         control.change(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False,

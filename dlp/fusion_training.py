@@ -1,0 +1,103 @@
+"""Training the learned fusion methods on composite two-skill examples, over a frozen model and adapters.
+
+Only the fusion's own weights learn: 240 numbers for ``layerwise`` (layers x labels), one linear gate per
+layer for ``token`` (~140k numbers on SmolLM2-135M). The loss is the reply's next-token loss, as for the
+adapters. Each example runs with the mixture the router picks for its prompt, as it will at inference;
+an example whose route keeps a single adapter teaches a mixing method nothing and is skipped.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from .composite_answers import CompositeExample
+from .fusion import build_plan, fused_layers
+from .fusion_methods import method_mixture
+from .learned_fusion import Learned, LayerwiseWeights, TokenGate, decoder_layers, save
+from .manifest import RESERVED as BASE
+from .tasks import Example
+from .training import _batch, bf16_autocast, encode, reply_loss
+
+DEFAULT_LR = {"layerwise": 2e-2, "token": 3e-3}
+
+
+def new_module(method: str, labels: list[str], model) -> LayerwiseWeights | TokenGate:
+    n_layers = len(decoder_layers(model))
+    if method == "layerwise":
+        return LayerwiseWeights(labels, n_layers)
+    if method == "token":
+        return TokenGate(labels, n_layers, model.config.hidden_size)
+    raise ValueError(f"no learned fusion called '{method}'")
+
+
+def training_rows(engine, method: str, examples: list[CompositeExample], max_len: int) -> list[tuple]:
+    """(ids, labels, mixture, plan method) per example that the route lets ``method`` mix."""
+    rows = []
+    for ex in examples:
+        mixture, plan_method = method_mixture(method, engine.route(ex.prompt).selected)
+        if plan_method != method:
+            continue
+        ids, labels = encode(engine.tokenizer, Example(ex.prompt, ex.response), max_len)
+        rows.append((ids, labels, engine.check_mixture(mixture), plan_method))
+    return rows
+
+
+def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir: Path | None, epochs: int = 2,
+                 batch: int = 8, lr: float | None = None, max_len: int = 256, seed: int = 0,
+                 max_seconds: float | None = None, progress: bool = True) -> tuple[Learned, dict]:
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    model = engine.model
+    model.requires_grad_(False)
+    module = new_module(method, [*engine.names, BASE], model).to(engine.device)
+    learned = Learned(**{("layerwise" if method == "layerwise" else "token"): module})
+    rows = training_rows(engine, method, examples, max_len)
+    if not rows:
+        raise ValueError("no training example keeps two adapters; nothing to learn")
+    lr = lr or DEFAULT_LR[method]
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
+    steps = epochs * ((len(rows) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    layers = fused_layers(model)
+    autocast = torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=bf16_autocast(engine.device))
+    rng = random.Random(seed)
+    log, start = [], time.perf_counter()
+    bar = tqdm(total=steps, desc=f"train {method} fusion", disable=not progress, mininterval=5)
+    for epoch in range(epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for s in range(0, len(order), batch):
+            chunk = [rows[k] for k in order[s : s + batch]]
+            b = {k: v.to(engine.device) for k, v in _batch([(r[0], r[1]) for r in chunk],
+                                                             engine.tokenizer.pad_token_id).items()}
+            with autocast:
+                plan = build_plan(layers, [r[2] for r in chunk], engine.device, [r[3] for r in chunk], learned)
+                with plan.applied():
+                    loss = reply_loss(model, b)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            log.append({"step": len(log) + 1, "epoch": epoch, "loss": round(loss.item(), 4)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if max_seconds and time.perf_counter() - start > max_seconds:
+                break
+        if max_seconds and time.perf_counter() - start > max_seconds:
+            break
+    bar.close()
+    module.requires_grad_(False)
+    info = {"method": method, "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
+            "kinds": sorted({e.kind for e in examples}), "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
+            "steps_done": len(log), "train_seconds": round(time.perf_counter() - start, 1),
+            "device": str(engine.device), "first_loss": log[0]["loss"],
+            "final_loss": round(sum(r["loss"] for r in log[-10:]) / min(10, len(log)), 4), "log": log}
+    if out_dir is not None:
+        save(module, out_dir, info)
+    return learned, info

@@ -1,0 +1,43 @@
+"""Composite two-skill examples: answers in one fixed format, scored on both skills, train and eval apart."""
+
+import pytest
+
+from dlp.composite import EVAL_KINDS, two_skill_prompts
+from dlp.composite_answers import compose, english_to_translate
+from dlp.metrics import two_skill_score
+from dlp.tasks import data_dir
+
+needs_data = pytest.mark.skipif(not (data_dir() / "sentiment_uci").is_dir(), reason="../shared/datasets not here")
+
+
+def test_composed_answers_score_right_on_both_skills():
+    ref = {"label": "negative", "text": "The soup was cold."}
+    answer = compose("translate_fr+sentiment", "La soupe était froide.\nextra line", ref)
+    assert answer == "La soupe était froide.\nSentiment: negative"
+    assert two_skill_score("translate_fr+sentiment", answer, ref)["both"] == 1.0
+
+    summ = {"references": ["We train a small model that matches a large one."]}
+    french = compose("summarize+translate_fr", "Nous entraînons un petit modèle qui égale un grand modèle.", summ)
+    assert two_skill_score("summarize+translate_fr", french, {**summ, "french": french}) == \
+        {"summarize": 1.0, "translate_fr": 1.0, "both": 1.0}
+    assert two_skill_score("summarize+translate_fr", summ["references"][0], {**summ, "french": french}) == \
+        {"summarize": 1.0, "translate_fr": 0.0, "both": 0.0}, "English: the summary is right, the language is not"
+    assert two_skill_score("summarize+translate_fr", "Le chat est sur la table et le chien dort.",
+                           {**summ, "french": french})["summarize"] == 0.0, "French, but not this abstract's summary"
+
+    qa = {"answers": ["Denver Broncos"]}
+    assert english_to_translate("reading_qa+translate_fr", qa) == "The answer is Denver Broncos."
+    french = "La réponse est les Broncos de Denver."
+    assert two_skill_score("reading_qa+translate_fr", french, {**qa, "french": french})["both"] == 1.0
+    assert two_skill_score("reading_qa+translate_fr", "Denver Broncos", {**qa, "french": french}) == \
+        {"reading_qa": 1.0, "translate_fr": 0.0, "both": 0.0}
+    assert two_skill_score("reading_qa+translate_fr", "La réponse est Paris.", {**qa, "french": french}) == \
+        {"reading_qa": 0.0, "translate_fr": 1.0, "both": 0.0}
+
+
+@needs_data
+@pytest.mark.parametrize("kind", EVAL_KINDS)
+def test_training_and_eval_items_are_disjoint(kind):
+    train = {i.ref["x"] for i in two_skill_prompts(kind, "train")}
+    test = [i.ref["x"] for i in two_skill_prompts(kind, "test", limit=60)]
+    assert len(test) == 60 and not train & set(test)
