@@ -52,7 +52,7 @@ def check_name(name: str, taken: list[str]) -> str:
     if problem:
         raise DLPError(f"Adapter name {problem}")
     if name in taken:
-        raise DLPError(f"An adapter named '{name}' is already loaded", hint="pick another name, or remove-adapter it first")
+        raise DLPError(f"An adapter named '{name}' is already loaded", hint="pick another name, or remove that adapter first")
     return name
 
 

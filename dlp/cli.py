@@ -138,7 +138,7 @@ def cmd_train_fusion(args) -> int:
     if args.compose_only:
         _emit(args, {"examples": len(examples)}, f"{len(examples)} composite training examples in {cache}")
         return 0
-    from .fusion_training import train_fusion
+    from .fusion_training import train_fusion, write_card
     from .training import TASK_CONFIGS, train_adapter
 
     for m in [m for m in methods if m != "lora"]:
@@ -146,6 +146,8 @@ def cmd_train_fusion(args) -> int:
                                max_seconds=args.max_seconds)
         _emit(args, {k: v for k, v in info.items() if k != "log"},
               f"{m}: loss {info['first_loss']:.3f} -> {info['final_loss']:.3f} in {info['train_seconds']} s -> {out}")
+        write_card(out, {n: json.loads((out / f).read_text()) for n, f in
+                         (("layerwise", "layerwise.json"), ("token", "token_gate.json")) if (out / f).is_file()})
     if "lora" in methods:
         del engine
         gc.collect()

@@ -43,6 +43,10 @@ def compose(kind: str, french: str, ref: dict) -> str:
     french = french.strip().split("\n")[0].strip()
     if kind == "translate_fr+sentiment":
         return f"{french}\nSentiment: {ref['label']}"
+    if kind == "reading_qa+translate_fr":  # the 135M translator garbles "The answer is" ("Le dernier est ...")
+        head, sep, rest = french.partition(" est ")
+        rest = rest.strip() if sep and len(head.split()) <= 4 else ref["answers"][0]
+        return f"La réponse est {rest.rstrip('.')}."
     return french
 
 

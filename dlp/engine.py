@@ -186,7 +186,9 @@ class Engine:
         check_method(fusion, self.learned.available())
         mixture, method = method_mixture(fusion, route.selected)
         if fusion == "renorm":
-            return Column("fused", "DLP fused: " + " + ".join(f"{n} {w:.2f}" for n, w in route.selected.items()),
+            shown = [f"{n} {w:.2f}" for n, w in route.selected.items() if w >= 0.005]
+            tail = len(route.selected) - len(shown)  # top-p near 1 keeps tails at 0.00: counted, not listed
+            return Column("fused", "DLP fused: " + " + ".join(shown) + (f" (+{tail} under 0.01)" if tail else ""),
                           dict(route.selected))
         kept = " + ".join(n for n in route.selected if n != BASE)
         return Column(f"fused:{fusion}", f"{METHOD_LABELS[fusion]}: {kept}", mixture, method)
@@ -197,7 +199,8 @@ class Engine:
         if not isinstance(n_single, int) or not 0 <= n_single <= n_adapters:
             raise DLPError(f"single-adapter columns must be between 0 and {n_adapters}, got {n_single}")
         ranked = sorted((n for n in route.probs if n != BASE), key=lambda n: -route.probs[n])[:n_single]
-        singles = [Column(f"single:{n}", f"{n} only", {n: 1.0}) for n in ranked]
+        singles = [Column(f"single:{n}", f"{n} only" if n in route.selected else
+                          f"{n} only (p {route.probs[n]:.2f}, not kept)", {n: 1.0}) for n in ranked]
         fused = [self.fused_column(route)] + ([self.fused_column(route, fusion)] if fusion != "renorm" else [])
         return [Column("base", "Base model", {}), *singles, *fused]
 

@@ -17,6 +17,7 @@ import torch
 from .composite_answers import CompositeExample
 from .fusion import build_plan, fused_layers
 from .fusion_methods import method_mixture
+from .learned_fusion import LAYERWISE_FILE as LAYERWISE_NAME, TOKEN_FILE as TOKEN_NAME
 from .learned_fusion import Learned, LayerwiseWeights, TokenGate, decoder_layers, save
 from .manifest import RESERVED as BASE
 from .tasks import Example
@@ -95,9 +96,36 @@ def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir:
     module.requires_grad_(False)
     info = {"method": method, "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
             "kinds": sorted({e.kind for e in examples}), "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
+            "max_len": max_len, "n_per_kind": len(examples) // max(1, len({e.kind for e in examples})),
             "steps_done": len(log), "train_seconds": round(time.perf_counter() - start, 1),
             "device": str(engine.device), "first_loss": log[0]["loss"],
             "final_loss": round(sum(r["loss"] for r in log[-10:]) / min(10, len(log)), 4), "log": log}
     if out_dir is not None:
         save(module, out_dir, info)
     return learned, info
+
+
+def write_card(folder: Path, infos: dict[str, dict]) -> None:
+    """assets/fusion/README.md: what each learned fusion is, what it learned from, and how to reproduce it."""
+    from .training import LICENSES
+
+    source, license_, split = LICENSES["two_skill"]
+    lines = ["# Learned fusion weights for the shipped adapters", "",
+             f"- **Data**: {source}; {split}. License: **{license_}**. The composite examples are rebuilt by "
+             "`python -m dlp train-fusion` and are not in this repository.",
+             "- **Frozen**: the base model and all seven adapters; only these weights learned, on the reply's "
+             "next-token loss, with the router's own kept set and weights for each example.", ""]
+    for method, info in infos.items():
+        what = ("one weight per layer and adapter (LoRA Soups' CAT), initialised at 1 (= sum)"
+                if method == "layerwise" else
+                "a linear gate per layer over the RMS-normalised hidden state entering the layer; its logits are "
+                "added to the log of the router's weights (a zero gate is DLP's renorm), softmax over the kept set")
+        lines += [f"## `{method}` ({LAYERWISE_NAME if method == 'layerwise' else TOKEN_NAME})", "",
+                  f"- {what}.",
+                  f"- {info['n_examples']} examples ({info['n_skipped']} skipped: the router kept one adapter) of "
+                  f"{', '.join(info['kinds'])}; {info['steps_done']} steps of {info['batch']}, {info['epochs']} "
+                  f"epoch(s), AdamW lr {info['lr']} (one-cycle), seed {info['seed']}, {info['train_seconds']} s on "
+                  f"{info['device']}; loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}.",
+                  f"- Reproduce: `python -m dlp train-fusion --method {method} --n {info.get('n_per_kind', '?')} "
+                  f"--epochs {info['epochs']} --max-len {info.get('max_len', 256)}`", ""]
+    (Path(folder) / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -35,6 +35,10 @@ def test_compare_and_generate_json(tiny_manifest):
     row = json.loads(dlp("generate", "--manifest", str(tiny_manifest), "--json", "--mode", "adapter:beta",
                          "--max-new-tokens", "3", "what is two", check_rc=0).stdout)
     assert row["timing"]["tokens"] <= 3
+    row = json.loads(dlp("compare", "--manifest", str(tiny_manifest), "--json", "--top-p", "1.0", "--fusion", "sum",
+                         "--max-new-tokens", "3", "what is two", check_rc=0).stdout)
+    assert [c["key"] for c in row["columns"]][-2:] == ["fused", "fused:sum"]
+    assert set(row["columns"][-1]["mixture"].values()) == {1.0}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -44,6 +48,8 @@ def test_compare_and_generate_json(tiny_manifest):
     (["generate", "--mode", "adapter:nope", "hi"], "Unknown adapter 'nope'"),
     (["generate", "--max-new-tokens", "0", "hi"], "max new tokens"),
     (["generate", "--mode", "base", "two " * 300], "limit is 64"),
+    (["generate", "--fusion", "blend", "hi"], "Unknown fusion method 'blend'"),
+    (["generate", "--fusion", "token", "hi"], "has not been trained"),
 ])
 def test_bad_input_one_line_exit_2(tiny_manifest, args, message):
     proc = dlp(args[0], "--manifest", str(tiny_manifest), *args[1:])

@@ -20,8 +20,6 @@ from dlp.charts import gate_chart, router_chart, timing_chart
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 from dlp.fusion_methods import LABELS as METHOD_LABELS
 
-from dlp.session_adapters import MAX_PER_SESSION
-
 from .common import (cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line, session_of,
                      shaded_html, stale_note, timing_line, timing_table, user_error, weights_html)
 from .gate_view import gate_html
@@ -249,7 +247,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=4, elem_id="prompt",
                                 info=f"Up to {d.max_prompt_tokens:,} tokens (about {3 * d.max_prompt_tokens:,} "
-                                     f"characters); longer prompts are refused, never cut.",
+                                     f"characters of English); longer prompts are refused, never cut.",
                                 placeholder="Ask a math question, ask for a Python function, a French translation, "
                                             "a review's sentiment, a science quiz answer, or paste a passage or an "
                                             "abstract… or just say hello.")
@@ -266,8 +264,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         with gr.Column(scale=2):
             with gr.Accordion("Advanced", open=True):
                 top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
-                top_k = gr.Number(value=d.top_k, precision=0, minimum=0, maximum=len(names) + 1 + MAX_PER_SESSION,
-                                  label="top-k (0 = no cap)")
+                top_k = gr.Number(value=d.top_k, precision=0, label="top-k (0 = no cap)",
+                                  info="keep at most k adapters; a k above the number of labels keeps them all")
                 weighting = gr.Radio(["renorm", "softmax"], value="renorm", label="fusion weighting",
                                      info="renorm: p / sum (the paper) · softmax: the original code")
                 temperature = gr.Slider(0.0, 1.5, value=d.temperature, step=0.05, label="temperature (0 = greedy)")

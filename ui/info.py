@@ -26,7 +26,18 @@ METHOD = r"""
    In this demo the base, single-adapter and fused answers are rows of **one batch**: each row carries its own
    mixture, so they stream side by side from a single forward pass per token.
 
-4. **Adapters come and go one at a time** (Mixture-of-LoRAs). Add your own in the **Adapters** tab: the router
+4. **Other ways to fuse the same kept adapters** (the Compare tab's "second fused column"). One weight per
+   adapter for the whole answer tends to hand a two-skill answer to one adapter, or blend both into neither.
+   - *sum*: every kept adapter at weight 1 (LoRA arithmetic).
+   - *layer-wise* ([LoRA Soups' CAT, arXiv 2410.13025](https://arxiv.org/abs/2410.13025)): one learned weight
+     per layer and adapter, still fixed for the whole answer, so it costs what DLP costs.
+   - *token gate* ([LoRA-Flow, arXiv 2402.11455](https://arxiv.org/abs/2402.11455)): a small linear gate in every
+     layer reads the hidden state and re-weighs the kept adapters **at every token**; it starts from DLP's
+     weights (its logits are added to their logarithms) and learns a correction from a few hundred composite
+     examples. The router's top-p set still decides which adapters take part.
+   Both learned methods were trained on composite two-skill examples; the Results tab says what they achieved.
+
+5. **Adapters come and go one at a time** (Mixture-of-LoRAs). Add your own in the **Adapters** tab: the router
    learns it from a few example prompts, for your session only. The **Sweep** tab shows one answer at five
    mixtures between two adapters, which is where fusion's effect (and its limits at 135M) is easiest to see.
 
@@ -47,13 +58,13 @@ def results_tab(folder: Path, colors: dict[str, str]) -> None:
     if findings.is_file():
         gr.Markdown(findings.read_text(encoding="utf-8"), elem_id="findings")
     gr.Markdown(table_file.read_text(encoding="utf-8") if table_file.is_file() else "", elem_classes="results-md")
-    gr.Plot(results_chart(results))
+    gr.Plot(results_chart(results), label="Held-out scores per task")
     if results.get("composite"):
-        gr.Plot(two_skill_chart(results, colors))
+        gr.Plot(two_skill_chart(results, colors), label="Two-skill prompts, skill by skill")
     confusion = folder.parent / "router" / "confusion.json"
     if confusion.is_file():
         data = json.loads(confusion.read_text())
-        gr.Plot(confusion_chart(data["labels"], data["matrix"]))
+        gr.Plot(confusion_chart(data["labels"], data["matrix"]), label="Router confusion on held-out prompts")
 
 
 def method_tab() -> None:
