@@ -231,7 +231,6 @@ class Engine:
                 scope: Scope | None = None, fusion: str = "renorm") -> Iterator[CompareUpdate]:
         """Route once, then base | top single adapter(s) | fused (| fused by ``fusion``), streaming together."""
         options = check_options(options or self.default_options())
-        check_method(fusion, self.learned.available())
         route = self.route(prompt, top_p, top_k, mode, scope)
         yield from self.stream(route.prompt, self.columns_for(route, n_single, fusion), options, route, every,
                                cancel, scope)
@@ -243,7 +242,6 @@ class Engine:
         if mode == "base":
             column = Column("base", "Base model", {})
         elif mode == "fused":
-            check_method(fusion, self.learned.available())
             route = self.route(prompt, top_p, top_k)
             column = self.fused_column(route, fusion)
         elif mode.startswith("adapter:"):

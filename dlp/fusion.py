@@ -126,15 +126,16 @@ class TokenPlan:
     used: list[str]  # the plan's adapter names, the gate's output order
     prior: torch.Tensor  # (rows, n_used): log of each row's weights (-inf where a row does not use one)
     gated: torch.Tensor  # (rows,) bool: rows the gate mixes; the others keep their static coefficients
-    spread: dict[str, torch.Tensor]
+    spread: dict[str, tuple[int | None, torch.Tensor]]  # key -> (its decoder layer, (n_used, K) scales)
     weights: dict[int, torch.Tensor]  # layer -> (rows, T, n_used), written during the forward
     trace: list[torch.Tensor] | None = None  # per step: the layers' mean weights at the last position
 
     def coef(self, key: str, coef: torch.Tensor) -> torch.Tensor | None:
-        g = self.weights.get(layer_index(key))
+        layer, spread = self.spread[key]  # the key's layer parsed once per plan, not per projection call
+        g = self.weights.get(layer)
         if g is None:
             return None
-        per_token = g.to(coef.dtype) @ self.spread[key]  # (rows, T, K)
+        per_token = g.to(coef.dtype) @ spread  # (rows, T, K)
         return torch.where(self.gated[:, None, None], per_token, coef[:, None, :])
 
 
@@ -179,7 +180,7 @@ def build_plan(layers: dict[str, FusedLoRALinear], mixtures: list[dict[str, floa
                 for n, l, r in zip(names, loras, ranks):
                     s[used.index(n), col : col + r] = l.scale
                     col += r
-                spread[key] = s.to(coef.device)
+                spread[key] = (layer_index(key), s.to(coef.device))
             packed[key] = (A_cat, B_cat, coef)
     token = None
     if any(gated):
