@@ -24,7 +24,8 @@ RESULTS = Path(__file__).resolve().parent / "assets" / "eval"
 CSS = """
 #title h1 {margin-bottom: 0}
 .col-timing {font-size: 0.85em; color: #555; min-height: 1.4em}
-#out-base textarea, #out-single textarea, #out-fused textarea, .out-extra textarea, #out-manual textarea
+#out-base textarea, #out-single textarea, #out-fused textarea, #out-learned textarea, .out-extra textarea,
+  #out-manual textarea
   {font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.9em}
 .weights-table td, .weights-table th {padding: 2px 10px}
 .stale {background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; margin-top: 6px; border-radius: 4px}
@@ -35,6 +36,10 @@ CSS = """
 #weights td:last-child {width: 30%}
 .shaded {white-space: pre-wrap; line-height: 1.7; padding: 6px 2px}
 .shaded span {border-radius: 3px}
+body.presenter #settings {display: none}
+body.presenter #answers textarea {font-size: 1.35em; line-height: 1.45}
+body.presenter #prompt textarea {font-size: 1.3em}
+body.presenter .col-timing {font-size: 1em}
 """
 
 
@@ -42,6 +47,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
     manifest = engine.manifest
     colors = {"base": BASE_COLOR, **{a.name: a.color for a in manifest.adapters}}
     bench_ratio = read_json(RESULTS / "bench.json").get("fused_over_single")
+    tasks = read_json(RESULTS / "results.json").get("tasks", {})
+    weak = [t for t, row in tasks.items() if t in engine.names and row.get("single_minus_base_ci95", [1])[0] <= 0]
     # delete_cache: visitors' uploaded adapters (up to 64 MB) and run records leave Gradio's cache after an hour
     with gr.Blocks(title="DLP-LoRA Studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# DLP-LoRA Studio\nA router picks LoRA adapters for your prompt (or none: **base**); the fused "
@@ -49,9 +56,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
                     f"**{manifest.base_name}** on **{engine.device.type.upper()}**, {len(engine.names)} adapters: "
                     f"{', '.join(engine.names)}.", elem_id="title")
         with gr.Tab("Compare"):
-            shared = compare.build(engine, colors, bench_ratio, demo)
-        with gr.Tab("Manual mix"):
-            slots = manual.build(engine, shared)
+            shared = compare.build(engine, colors, bench_ratio, demo, weak)
+        with gr.Tab("Manual mix") as tab:
+            slots = manual.build(engine, shared, tab)
         with gr.Tab("Sweep") as tab:
             sweep.build(engine, shared, colors, tab)
         with gr.Tab("Adapters"):

@@ -28,6 +28,7 @@ def _options(args, engine):
         max_new_tokens=d.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
         temperature=d.temperature if args.temperature is None else args.temperature,
         seed=args.seed,
+        loop_guard=not getattr(args, "no_loop_guard", False),
     )
 
 
@@ -69,7 +70,7 @@ def cmd_compare(args) -> int:
     engine = _load_engine(args)
     last = None
     for last in engine.compare(args.prompt, args.top_p, args.top_k, args.singles, _options(args, engine),
-                               args.weighting, every=10_000, fusion=args.fusion):
+                               args.weighting, every=10_000, fusion=args.fusion, singles=args.single):
         pass
     out = last.as_dict()
     if args.json:
@@ -143,7 +144,7 @@ def cmd_train_fusion(args) -> int:
 
     for m in [m for m in methods if m != "lora"]:
         _, info = train_fusion(engine, m, examples, out, epochs=args.epochs, max_len=args.max_len,
-                               max_seconds=args.max_seconds)
+                               max_seconds=args.max_seconds, lr=args.lr)
         _emit(args, {k: v for k, v in info.items() if k != "log"},
               f"{m}: loss {info['first_loss']:.3f} -> {info['final_loss']:.3f} in {info['train_seconds']} s -> {out}")
         write_card(out, {n: json.loads((out / f).read_text()) for n, f in
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=None)
     gen.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--no-loop-guard", action="store_true",
+                     help="decode to the cap even when a column repeats itself (the guard ends a column once the "
+                          "same 4-64 tokens come three times in a row)")
 
     parser = argparse.ArgumentParser(prog="python -m dlp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("compare", parents=[common, routing, gen], help="base | top single | fused, one batch")
-    p.add_argument("--singles", type=int, default=1, help="how many single-adapter columns")
+    p.add_argument("--singles", type=int, default=2,
+                   help="at most this many single-adapter columns, from the adapters the router kept")
+    p.add_argument("--single", action="append", default=None, metavar="ADAPTER",
+                   help="a single-adapter column for this adapter, kept or not (repeat for more)")
     p.add_argument("--fusion", default="renorm",
                    help="renorm | sum | layerwise | token: adds that method's fused column beside DLP's")
     p.add_argument("prompt")
@@ -269,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-len", type=int, default=256, help="tokens per example (long abstracts lose their start)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop each method after this long (and save)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the fusion weights "
+                   "(default: 2e-2 layerwise, 3e-3 token)")
     p.add_argument("--compose-only", action="store_true", help="only build (and cache) the composite examples")
     p.add_argument("--out", default=None, help="folder (default: the manifest's fusion path)")
     p.set_defaults(func=cmd_train_fusion)

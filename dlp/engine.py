@@ -193,16 +193,28 @@ class Engine:
         kept = " + ".join(n for n in route.selected if n != BASE)
         return Column(f"fused:{fusion}", f"{METHOD_LABELS[fusion]}: {kept}", mixture, method)
 
-    def columns_for(self, route: RouteResult, n_single: int = 1, fusion: str = "renorm") -> list[Column]:
-        """Base | top single adapter(s) | DLP fused, plus the chosen fusion method's column when it is not renorm."""
+    def columns_for(self, route: RouteResult, n_single: int = 1, fusion: str = "renorm",
+                    singles: list[str] | None = None) -> list[Column]:
+        """Base | single adapters | DLP fused, plus the chosen fusion method's column when it is not renorm.
+
+        The single columns are the adapters the router kept (most probable first, at most ``n_single``),
+        or the ones a comparer names in ``singles``. A prompt routed to ``base`` alone gets none: a
+        runner-up the router rejected is not what the fused answer is compared with, unless asked for."""
         n_adapters = len([n for n in route.probs if n != BASE])
         if not isinstance(n_single, int) or not 0 <= n_single <= n_adapters:
             raise DLPError(f"single-adapter columns must be between 0 and {n_adapters}, got {n_single}")
-        ranked = sorted((n for n in route.probs if n != BASE), key=lambda n: -route.probs[n])[:n_single]
-        singles = [Column(f"single:{n}", f"{n} only" if n in route.selected else
-                          f"{n} only (p {route.probs[n]:.2f}, not kept)", {n: 1.0}) for n in ranked]
+        if singles:
+            unknown = [n for n in singles if n not in route.probs or n == BASE]
+            if unknown:
+                raise DLPError(f"No adapter called {', '.join(map(repr, unknown))} for a single column",
+                               hint="loaded: " + ", ".join(n for n in route.probs if n != BASE))
+            names = list(dict.fromkeys(singles))
+        else:
+            names = [n for n in route.selected if n != BASE][:n_single]
+        columns = [Column(f"single:{n}", f"{n} only" if n in route.selected else
+                          f"{n} only (p {route.probs[n]:.2f}, not kept)", {n: 1.0}) for n in names]
         fused = [self.fused_column(route)] + ([self.fused_column(route, fusion)] if fusion != "renorm" else [])
-        return [Column("base", "Base model", {}), *singles, *fused]
+        return [Column("base", "Base model", {}), *columns, *fused]
 
     def stream(self, prompts: list[str] | str, columns: list[Column], options: GenerationOptions | None = None,
                route: RouteResult | None = None, every: int = 1,
@@ -228,12 +240,13 @@ class Engine:
     def compare(self, prompt: str, top_p: float | None = None, top_k: int | None = None, n_single: int = 1,
                 options: GenerationOptions | None = None, mode: str = "renorm",
                 every: int = 1, cancel: threading.Event | None = None,
-                scope: Scope | None = None, fusion: str = "renorm") -> Iterator[CompareUpdate]:
-        """Route once, then base | top single adapter(s) | fused (| fused by ``fusion``), streaming together."""
+                scope: Scope | None = None, fusion: str = "renorm",
+                singles: list[str] | None = None) -> Iterator[CompareUpdate]:
+        """Route once, then base | single adapter(s) | fused (| fused by ``fusion``), streaming together."""
         options = check_options(options or self.default_options())
         route = self.route(prompt, top_p, top_k, mode, scope)
-        yield from self.stream(route.prompt, self.columns_for(route, n_single, fusion), options, route, every,
-                               cancel, scope)
+        yield from self.stream(route.prompt, self.columns_for(route, n_single, fusion, singles), options, route,
+                               every, cancel, scope)
 
     def generate(self, prompt: str, mode: str = "fused", options: GenerationOptions | None = None,
                  top_p: float | None = None, top_k: int | None = None, fusion: str = "renorm") -> CompareUpdate:
@@ -257,4 +270,4 @@ class Engine:
 
     def default_options(self) -> GenerationOptions:
         d = self.manifest.defaults
-        return GenerationOptions(max_new_tokens=d.max_new_tokens, temperature=d.temperature)
+        return GenerationOptions(max_new_tokens=d.max_new_tokens, temperature=d.temperature, loop_guard=True)

@@ -28,6 +28,7 @@ class GenerationOptions:
     temperature: float = 0.0  # 0 = greedy
     seed: int = 0  # sampling seed (ignored when greedy)
     nucleus: float = 0.95  # sampling's own top-p over tokens (not the router's top-p)
+    loop_guard: bool = False  # end a row once it repeats itself (see LoopGuard); the page and CLI turn it on
     min_new_tokens: int = 0  # the benchmark forces equal lengths with this
 
 
@@ -58,6 +59,12 @@ class StreamState:
     finished: bool = False  # True for the last snapshot
     error: str = ""
     cancelled: bool = False  # True once the run was stopped (the text is partial)
+    eos: list[bool] | None = None  # rows that ended on their own (EOS, loop guard); with ``cancelled``, the others were cut
+    repeating: list[bool] | None = None  # rows the loop guard ended
+
+    def cut_short(self, i: int) -> bool:
+        """Row ``i`` was stopped mid-answer (not one that had already ended)."""
+        return self.finished and self.cancelled and not (self.eos or self.done)[i]
 
 
 class SeededSampler(LogitsProcessor):
@@ -84,11 +91,50 @@ class SeededSampler(LogitsProcessor):
         return out.scatter(-1, pick, 0.0)
 
 
+def repeats_at_end(ids: list[int], times: int = 3, shortest: int = 4, longest: int = 64, run: int = 32) -> bool:
+    """The last ``n`` tokens, for some ``shortest <= n <= longest``, are the same ``n`` tokens ``times``
+    times in a row: a loop ("Il est en 4 bages de 6 apples." ten times). A unit shorter than ``shortest``
+    counts only once it fills the last ``run`` tokens, so "0 0 0" or a few indents are not a loop and
+    "5 5 5 ..." to the cap is."""
+    tail = ids[-run:]
+    if len(tail) == run and any(tail[p:] == tail[:-p] for p in range(1, shortest)):
+        return True
+    last = ids[-1] if ids else None
+    for n in range(shortest, min(longest, len(ids) // times) + 1):
+        if any(ids[-1 - k * n] != last for k in range(1, times)):
+            continue  # cheap test first: this runs on every row at every step
+        tail = ids[-n:]
+        if any(tail[p:] == tail[:-p] for p in range(1, shortest)):
+            continue  # a run of one short unit: judged above, over ``run`` tokens
+        if all(ids[-(k + 1) * n : len(ids) - k * n] == tail for k in range(1, times)):
+            return True
+    return False
+
+
+class LoopGuard(StoppingCriteria):
+    """Ends each row of a batch on its own once it loops (see :func:`repeats_at_end`); the rows it ended
+    are in ``ended``, so the page can mark them "(stopped: repeating)". Small models at greedy decoding
+    loop often, and a looping column would keep the whole batch, and the page, waiting to the cap."""
+
+    def __init__(self, prompt_len: int, times: int = 3):
+        self.prompt_len, self.times = prompt_len, times
+        self.ended: set[int] = set()
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        rows = input_ids[:, self.prompt_len :].tolist()
+        for i, ids in enumerate(rows):
+            if i not in self.ended and repeats_at_end(ids, self.times):
+                self.ended.add(i)
+        return torch.tensor([i in self.ended for i in range(len(rows))], dtype=torch.bool, device=input_ids.device)
+
+
 class RowStreamer(BaseStreamer):
     """Collects each row's tokens as ``generate`` produces them; publishes snapshots to a queue."""
 
-    def __init__(self, tokenizer, rows: int, eos_ids: set[int], updates: queue.Queue, every: int = 1):
+    def __init__(self, tokenizer, rows: int, eos_ids: set[int], updates: queue.Queue, every: int = 1,
+                 looped: set[int] | None = None):
         self.tokenizer = tokenizer
+        self.looped = looped if looped is not None else set()  # the LoopGuard's ended rows (shared, live)
         self.eos_ids = eos_ids
         self.updates = updates
         self.every = every  # publish every n steps (decoding text is not free)
@@ -112,7 +158,7 @@ class RowStreamer(BaseStreamer):
         for i, tok in enumerate(tokens):
             if self.done[i]:
                 continue
-            if tok in self.eos_ids:
+            if tok in self.eos_ids or i in self.looped:  # a row the loop guard ended gets padding from now on
                 self.done[i] = True
                 continue
             self.ids[i].append(tok)
@@ -138,7 +184,8 @@ class RowStreamer(BaseStreamer):
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.ids]
         done = [d or finished for d in self.done]
         return StreamState(texts, [list(x) for x in self.ids], [RowTiming(**vars(t)) for t in self.timings],
-                           done, finished)
+                           done, finished, eos=[d or i in self.looped for i, d in enumerate(self.done)],
+                           repeating=[i in self.looped for i in range(len(self.ids))])
 
 
 def stop_ids(tokenizer) -> set[int]:
@@ -174,7 +221,11 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
     cancel = cancel or threading.Event()
     updates: queue.Queue = queue.Queue()
     eos_ids = stop_ids(tokenizer)
-    streamer = RowStreamer(tokenizer, input_ids.shape[0], eos_ids, updates, every)
+    criteria = StoppingCriteriaList([CancelFlag(cancel)])
+    guard = LoopGuard(input_ids.shape[1]) if options.loop_guard else None
+    if guard is not None:
+        criteria.append(guard)
+    streamer = RowStreamer(tokenizer, input_ids.shape[0], eos_ids, updates, every, guard.ended if guard else None)
     processors = LogitsProcessorList()
     if options.temperature > 0:
         processors.append(SeededSampler(options.temperature, options.nucleus, options.seed, input_ids.device,
@@ -187,7 +238,7 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
                     input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=options.max_new_tokens,
                     min_new_tokens=options.min_new_tokens or None,
                     do_sample=False, logits_processor=processors, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([CancelFlag(cancel)]),
+                    stopping_criteria=criteria,
                     pad_token_id=tokenizer.pad_token_id, eos_token_id=list(eos_ids),
                     top_p=None, top_k=None, temperature=None,
                 )

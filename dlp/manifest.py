@@ -35,6 +35,7 @@ class AdapterSpec:
     color: str  # "#rrggbb", the adapter's colour in every chart
     examples: tuple[str, ...] = ()  # prompts offered in the UI
     strength: float = 1.0  # the share of the trained delta a weight of 1 applies (alpha / r x strength)
+    expected: tuple[str, ...] = ()  # per example: text the adapter's right answer contains ("" = unchecked)
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,21 @@ def parse_manifest(data: dict, path: Path) -> Manifest:
         color = r.get(a, "color", where, str, "#888888")
         if not _COLOR.match(color):
             raise r.fail(f"{where}.color", f"'{color}' must look like #1f77b4")
-        examples = r.get(a, "examples", where, list, [])
-        if not all(isinstance(e, str) and e.strip() for e in examples):
-            raise r.fail(f"{where}.examples", "must be a list of non-empty strings")
+        examples, expected = [], []
+        for e in r.get(a, "examples", where, list, []):  # "a prompt" or {"prompt": ..., "expected": ...}
+            e = e if isinstance(e, dict) else {"prompt": e}
+            if not (isinstance(e.get("prompt"), str) and e["prompt"].strip()
+                    and isinstance(e.get("expected", ""), str)):
+                raise r.fail(f"{where}.examples", 'must be prompts, or {"prompt": "...", "expected": "..."} with '
+                             "the text a right answer contains")
+            examples.append(e["prompt"])
+            expected.append(e.get("expected", ""))
         strength = float(r.get(a, "strength", where, (int, float), 1.0))
         if not 0 < strength <= 2:
             raise r.fail(f"{where}.strength", f"is {strength}; it must be in (0, 2]")
         adapters.append(AdapterSpec(name, loc, is_hub, r.get(a, "task", where, str, name),
-                                    r.get(a, "description", where, str, ""), color, tuple(examples), strength))
+                                    r.get(a, "description", where, str, ""), color, tuple(examples), strength,
+                                    tuple(expected)))
 
     router = r.get(data, "router", "", dict, {})
     router_path = r.get(router, "path", "router", str, "")

@@ -168,3 +168,26 @@ def test_a_one_token_answer_shows_no_decode_rate():
     assert "– tok/s · 1 token ·" in timing_line(one)
     assert "| – | 1 |" in timing_table([{"label": "sentiment only", "timing": one}])
     assert "6.5 tok/s · 12 tokens" in timing_line({**one, "tokens": 12, "tokens_per_s": 6.5})
+
+
+def test_a_runaway_column_ends_marked_repeating(tiny_app_url):
+    """The tiny model repeats one token forever: the loop guard ends every column at 32 tokens and says so;
+    switched off, the columns decode to the cap."""
+    from gradio_client import Client
+
+    client = Client(tiny_app_url, verbose=False)
+    guarded = client.predict(PROMPTS[0], 0.8, 0, "renorm", 0.0, 64, 0, 1, "renorm", True, api_name="/compare")
+    assert "(stopped: repeating)" in guarded[3] and "64 tokens" not in guarded[3]
+    free = client.predict(PROMPTS[0], 0.8, 0, "renorm", 0.0, 64, 0, 1, "renorm", False, api_name="/compare")
+    assert "repeating" not in free[3] and "64 tokens" in free[3]
+
+
+def test_single_columns_for_chosen_adapters(tiny_app_url):
+    """A comparer names the adapters that get single columns, kept by the router or not."""
+    from gradio_client import Client
+
+    client = Client(tiny_app_url, verbose=False)
+    result = client.predict(PROMPTS[0], 0.8, 0, "renorm", 0.0, 8, 0, 1, "renorm", True, ["gamma", "beta"],
+                            api_name="/compare")
+    labels = [result[i]["label"] for i in (4, 6) if isinstance(result[i], dict)]
+    assert len(labels) == 2 and labels[0].startswith("gamma only") and labels[1].startswith("beta only"), labels

@@ -5,6 +5,7 @@ chromium is installed (``scripts/setup.sh --test`` installs it).
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def test_a_new_run_replaces_the_one_on_screen(tiny_app_url):
             expect(page.locator("#out-fused textarea")).not_to_have_value("", timeout=30_000)
             page.locator("#stop").click()
             expect(page.locator("#run-prompt")).to_contain_text("translate the food review")
+            # Stop is a clean end: the run record and the diffs come, and no output shows an error badge.
+            expect(page.locator("#export")).to_be_visible(timeout=30_000)
+            expect(page.locator("#diff")).to_contain_text("vs base model")
+            assert page.get_by_text("Error", exact=True).count() == 0
             # Moving top-p after a run previews the new routing and says the answers are from the earlier run.
             page.locator("#top-p input[type=number]").fill("0.3")
             page.locator("#top-p input[type=number]").press("Enter")
@@ -92,5 +97,37 @@ def test_address_prefills_the_form(tiny_app_url):
             page.goto(tiny_app_url + "?prompt=translate%20the%20food%20review&top_p=0.5", wait_until="load")
             expect(page.locator("#prompt textarea")).to_have_value("translate the food review", timeout=30_000)
             expect(page.locator("#top-p input[type=number]")).to_have_value("0.5")
+        finally:
+            browser.close()
+
+
+def test_answers_in_view_and_a_share_link_that_reruns(tiny_app_url):
+    """After Run the answers are on screen at 1500x1000 without scrolling by hand; the Share link carries
+    the prompt and settings, and opening it fills the form and runs."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(tiny_app_url, wait_until="load")
+            page.locator("#prompt textarea").wait_for(timeout=30_000)
+            page.locator("#prompt textarea").fill("how many apples are left")
+            page.locator("#top-p input[type=number]").fill("0.5")
+            page.locator("#top-p input[type=number]").press("Enter")
+            page.locator("#run").click()
+            expect(page.locator("#out-fused textarea")).not_to_have_value("", timeout=30_000)
+            box = page.locator("#out-fused").bounding_box()
+            assert box and 0 <= box["y"] and box["y"] + 120 <= 1000, box
+            page.locator("#share").click()
+            link = page.locator("#share-link input, #share-link textarea").first
+            expect(link).to_have_value(re.compile("run=1"), timeout=15_000)
+            url = link.input_value()
+            assert "top_p=0.5" in url and "apples" in url
+            other = browser.new_page(viewport={"width": 1500, "height": 1000})
+            other.goto(url, wait_until="load")
+            expect(other.locator("#prompt textarea")).to_have_value("how many apples are left", timeout=30_000)
+            expect(other.locator("#top-p input[type=number]")).to_have_value("0.5")
+            expect(other.locator("#run-prompt")).to_contain_text("how many apples are left", timeout=30_000)
         finally:
             browser.close()

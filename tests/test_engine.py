@@ -31,7 +31,8 @@ def test_compare_columns_and_timings(tiny_engine):
     assert len(updates) > 2, "columns should stream"
     assert [c["key"] for c in last["columns"]][0] == "base"
     assert [c["key"] for c in last["columns"]][-1] == "fused"
-    assert len(last["columns"]) == 4
+    kept = [n for n in updates[-1].route.selected if n != "base"]
+    assert [c["key"] for c in last["columns"]][1:-1] == [f"single:{n}" for n in kept[:2]], "singles: the kept set"
     for col in last["columns"]:
         t = col["timing"]
         assert 0 < t["tokens"] <= 6 and t["total_ms"] > 0 and t["ttft_ms"] > 0
@@ -201,6 +202,18 @@ def test_cancel_stops_generation_within_a_token(tiny_engine):
             cancel.set()
     assert update.state.finished and update.state.cancelled
     assert update.state.timings[0].tokens < 10  # stopped, not decoded to 200
+    assert update.state.cut_short(0)  # the page marks it "(stopped)"
+
+
+def test_a_row_that_ended_is_not_marked_stopped(tiny_engine):
+    """Stop cuts the rows still writing; one that had already ended keeps its own (complete) answer."""
+    for update in tiny_engine.stream(PROMPT, [Column("base", "", {})], GenerationOptions(max_new_tokens=3)):
+        state = update.state
+    assert state.finished and not state.cancelled and not state.cut_short(0)
+    state.cancelled, state.eos = True, [True]  # ended on EOS before Stop landed
+    assert not state.cut_short(0)
+    state.eos = [False]
+    assert state.cut_short(0)
 
 
 def test_closing_the_stream_stops_the_worker(tiny_engine):
@@ -233,3 +246,30 @@ def test_huge_prompt_is_refused_before_tokenizing(tiny_engine, monkeypatch):
     monkeypatch.setattr(tiny_engine.routing.router, "ids", no_tokenizing)
     with pytest.raises(DLPError, match="characters"):
         tiny_engine.route("word " * 200_000)
+
+
+def test_loop_guard_ends_only_the_row_that_repeats_itself():
+    import torch
+
+    from dlp.generation import LoopGuard, repeats_at_end
+
+    assert repeats_at_end([7, 8] + [1, 2, 3, 4, 5] * 3)  # a 5-token phrase three times in a row
+    assert not repeats_at_end([1, 2, 3, 4, 5] * 2), "twice is not yet a loop"
+    assert not repeats_at_end([0] * 30) and not repeats_at_end([1, 2] * 12), "short runs of a short unit are not"
+    assert repeats_at_end([9] + [5] * 32) and repeats_at_end([1, 2] * 16), "but 32 tokens of one are"
+    assert not repeats_at_end([1, 2, 3, 4, 9, 1, 2, 3, 4, 8, 1, 2, 3, 4])
+    guard = LoopGuard(prompt_len=2)
+    ids = torch.tensor([[5, 5, *[1, 2, 3, 4] * 3], [5, 5, *range(20, 32)]])
+    assert guard(ids, None).tolist() == [True, False] and guard.ended == {0}
+
+
+def test_single_columns_are_the_kept_set_or_the_ones_asked_for(tiny_engine):
+    from dlp.engine import RouteResult
+
+    base_only = RouteResult("hello", {"base": 0.8, "alpha": 0.15, "beta": 0.05}, {"base": 1.0}, 1.0, 0.5, 0, "renorm")
+    keys = [c.key for c in tiny_engine.columns_for(base_only, 2)]
+    assert keys == ["base", "fused"], "routed to base alone: no runner-up column"
+    asked = tiny_engine.columns_for(base_only, 2, singles=["alpha"])
+    assert [c.key for c in asked] == ["base", "single:alpha", "fused"] and "not kept" in asked[1].label
+    with pytest.raises(DLPError, match="gamma"):
+        tiny_engine.columns_for(base_only, 2, singles=["gamma"])

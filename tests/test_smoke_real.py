@@ -38,6 +38,24 @@ def test_router_sends_each_example_to_its_adapter(real_engine):
             assert max(route.probs, key=route.probs.get) == spec.name, (prompt, route.probs)
 
 
+def test_every_example_gets_its_expected_answer(real_engine):
+    """The page's examples are right: at the default settings, the fused answer (the router keeps the
+    example's adapter) contains what the manifest says a right answer contains. One batch, all examples."""
+
+    rows = [(spec.name, p, want) for spec in real_engine.manifest.adapters
+            for p, want in zip(spec.examples, spec.expected) if want]
+    assert len(rows) == len(real_engine.manifest.adapters), "every shipped adapter's example says what it expects"
+    routes = [real_engine.route(p) for _, p, _ in rows]
+    for (name, p, _), r in zip(rows, routes):
+        assert name in r.selected, (name, r.selected)
+    last = None
+    for last in real_engine.stream([p for _, p, _ in rows], [real_engine.fused_column(r) for r in routes],
+                                   real_engine.default_options(), every=10_000):
+        pass
+    wrong = [(name, text) for (name, _, want), text in zip(rows, last.state.texts) if want.lower() not in text.lower()]
+    assert not wrong, wrong
+
+
 def test_compare_on_the_real_model(real_engine):
     prompt = "Translate to French: The cat is sleeping on the bed."
     last = list(real_engine.compare(prompt, options=GenerationOptions(max_new_tokens=16)))[-1].as_dict()

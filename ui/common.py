@@ -31,6 +31,12 @@ def new_run(request: gr.Request | None) -> threading.Event:
     return RUNS[key]
 
 
+def armed_run(request: gr.Request | None) -> threading.Event:
+    """The flag that pressing Run made for this visitor (:func:`new_run` at the click, so a Stop pressed while
+    the run still waits in the queue stops it too); a fresh one for a caller that did not arm one."""
+    return RUNS.get(session_of(request)) or new_run(request)
+
+
 def end_run(request: gr.Request | None, event: threading.Event) -> None:
     """Forget a finished run, unless a newer run of the same visitor has replaced it."""
     key = session_of(request)
@@ -118,10 +124,37 @@ def user_error(exc: Exception) -> gr.Error:
     return gr.Error(message(exc))
 
 
-def parse_options(temperature, max_new_tokens, seed) -> GenerationOptions:
+def on_page(handler, n_outputs: int):
+    """The page's twin of an API generator ``handler(request, *inputs)``: one run per visitor that Stop
+    ends cleanly (the flag is passed as ``cancel``), and an error as one message with every output left as
+    it was, never an error badge on each box. The API endpoint keeps raising, as API callers expect."""
+
+    def run(request: gr.Request, *inputs):
+        cancel = new_run(request)
+        try:
+            yield from handler(request, *inputs, cancel=cancel)
+        except Exception as exc:  # noqa: BLE001
+            gr.Warning(message(exc))
+            yield [gr.skip()] * n_outputs
+        finally:
+            end_run(request, cancel)
+
+    return run
+
+
+def stopped_mark(update, i: int) -> str:
+    """" (stopped)" for a row that Stop cut short (a row that had already ended keeps its own line),
+    " (stopped: repeating)" for one the loop guard ended."""
+    state = update.state
+    if state.repeating and state.repeating[i]:
+        return " (stopped: repeating)"
+    return " (stopped)" if state.cut_short(i) else ""
+
+
+def parse_options(temperature, max_new_tokens, seed, loop_guard=True) -> GenerationOptions:
     try:
         return GenerationOptions(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                                 seed=int(seed or 0))
+                                 seed=int(seed or 0), loop_guard=loop_guard is not False)
     except (TypeError, ValueError):
         raise DLPError("max new tokens and seed must be whole numbers, temperature a number") from None
 

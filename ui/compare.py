@@ -17,15 +17,29 @@ from types import SimpleNamespace
 import gradio as gr
 
 from dlp.charts import gate_chart, router_chart, timing_chart
+from dlp.errors import DLPError
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 from dlp.fusion_methods import LABELS as METHOD_LABELS
 
-from .common import (cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line, session_of,
-                     shaded_html, stale_note, timing_line, timing_table, user_error, weights_html)
+from .common import (armed_run, cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line,
+                     session_of, shaded_html, stale_note, stopped_mark, timing_line, timing_table, user_error,
+                     weights_html)
 from .gate_view import gate_html
 
 MAX_SINGLES = 3
 COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
+# Bring the answers into view after Run when they are not (a phone, a scrolled page); ``n`` passes through.
+SCROLL_TO_ANSWERS = """(n) => { setTimeout(() => { const el = document.getElementById('answers');
+  const head = document.getElementById('run-prompt'); if (!el || !head) return;
+  const r = el.getBoundingClientRect();
+  if (r.top < 0 || r.top + 240 > window.innerHeight) head.scrollIntoView({behavior: 'smooth', block: 'start'});
+}, 250); return n; }"""
+PRESENTER = "(on) => { document.body.classList.toggle('presenter', on); }"
+SHARE_KEYS = ("prompt", "top_p", "top_k", "weighting", "temperature", "max_new_tokens", "seed", "n_single", "fusion",
+              "loop_guard")
+SHARE_LINK = f"""(...v) => {{ const keys = {list(SHARE_KEYS)}; const u = new URL(window.location.href); u.search = '';
+  keys.forEach((k, i) => u.searchParams.set(k, typeof v[i] === 'boolean' ? (v[i] ? '1' : '0') : v[i]));
+  u.searchParams.set('run', '1'); return u.toString(); }}"""
 _EXPORTS = Path(tempfile.mkdtemp(prefix="dlp-runs-"))
 atexit.register(shutil.rmtree, _EXPORTS, True)
 EXPORT_TTL = 3600  # s: Gradio serves its own cached copy (pruned by the page's delete_cache) after that
@@ -65,8 +79,11 @@ def split_columns(cols: list[dict]) -> tuple[dict, list[dict], dict, dict | None
     return cols[0], singles, fused, learned
 
 
-def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Blocks) -> SimpleNamespace:
-    """Lay out the tab and wire its events; returns the shared controls (the Manual mix tab reads them)."""
+def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Blocks,
+          weak: list[str] | None = None) -> SimpleNamespace:
+    """Lay out the tab and wire its events; returns the shared controls (the other tabs read them).
+    ``weak``: adapters that do not beat the base model on held-out data (the Results tab), named under
+    the examples so a presenter is not surprised."""
     manifest, d = engine.manifest, engine.manifest.defaults
     names = engine.names
     examples = [ex for a in manifest.adapters for ex in a.examples[:1]] + list(manifest.mixed_examples)
@@ -104,43 +121,49 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         return route_only(prompt, top_p, top_k, weighting, last_run, request)
 
     def compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, scope,
-                       cancel=None, fusion="renorm"):
+                       cancel=None, fusion="renorm", loop_guard=True, chosen=None):
         """The Compare outputs per streamed update (chart, weights, base, 3 singles, fused, learned, timing)."""
-        options = parse_options(temperature, max_new_tokens, seed)
+        options = parse_options(temperature, max_new_tokens, seed, loop_guard)
+        if chosen and len(chosen) > MAX_SINGLES:
+            raise DLPError(f"At most {MAX_SINGLES} single-adapter columns fit beside the others; "
+                           f"{len(chosen)} were picked")
         shades = {**colors, **scope.colors}
         first = True
         for update in engine.compare(prompt, float(top_p), parse_top_k(top_k), int(n_single), options, weighting,
-                                     every=2, cancel=cancel, scope=scope, fusion=fusion or "renorm"):
+                                     every=2, cancel=cancel, scope=scope, fusion=fusion or "renorm",
+                                     singles=list(chosen or []) or None):
             cols = update.as_dict()["columns"]
             base, singles, fused, learned = split_columns(cols)
-            boxes = []
-            for i in range(MAX_SINGLES):
-                boxes += ([gr.Textbox(value=singles[i]["text"], label=singles[i]["label"]),
-                           timing_line(singles[i]["timing"])] if i < len(singles) else ["", ""])
-            visible = [gr.Column(visible=i < len(singles)) for i in range(MAX_SINGLES)]
             done = update.state.finished
+            def line(c):
+                return timing_line(c["timing"]) + stopped_mark(update, cols.index(c))
+
             show = first or done  # the chart on the first and the last update (API callers read the last)
             chart = router_chart(update.route.probs, update.route.selected, shades, update.route.top_p) \
                 if show else gr.skip()
-            stopped = " (stopped)" if done and update.state.cancelled else ""
+            boxes = []
+            for i in range(MAX_SINGLES):
+                boxes += ([gr.Textbox(value=singles[i]["text"], label=singles[i]["label"]),
+                           line(singles[i])] if i < len(singles) else ["", ""])
+            visible = [gr.Column(visible=i < len(singles)) for i in range(MAX_SINGLES)]
             # the last run's timing chart describes other columns: cleared at once, drawn again when done
             timing = timing_chart(cols, bench_ratio) if done else None if first else gr.skip()
             first = False
             yield [chart, weights_html(update.route, shades) if show else gr.skip(), base["text"],
-                   timing_line(base["timing"]) + stopped, *boxes, *visible,
-                   gr.Textbox(value=fused["text"], label=fused["label"]), timing_line(fused["timing"]) + stopped,
+                   line(base), *boxes, *visible,
+                   gr.Textbox(value=fused["text"], label=fused["label"]), line(fused),
                    gr.Column(visible=learned is not None),
                    gr.Textbox(value=learned["text"], label=learned["label"]) if learned else "",
-                   timing_line(learned["timing"]) + stopped if learned else "",
+                   line(learned) if learned else "",
                    timing_table(cols), timing], update
 
     def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
-                    fusion="renorm", request: gr.Request = None):
+                    fusion="renorm", loop_guard=True, chosen=None, request: gr.Request = None):
         """The API endpoint: errors are raised, as API callers expect."""
         try:
             scope = engine.scope(session_of(request))
             for outs, _ in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
-                                          scope, fusion=fusion):
+                                          scope, fusion=fusion, loop_guard=loop_guard, chosen=chosen):
                 yield outs
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
@@ -199,12 +222,14 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True), *gate_views]
 
     def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion,
-                       request: gr.Request):
+                       loop_guard, chosen, request: gr.Request):
         """The page: one run per visitor (a new Run stops the old one), errors as one message with the
-        outputs left as they were, and the run's prompt and settings shown above its answers."""
-        cancel = new_run(request)
+        outputs left as they were, and the run's prompt and settings shown above its answers. Stop only
+        raises the run's flag: the run ends within a token and finishes like any run, marked "(stopped)"."""
+        cancel = armed_run(request)
         settings = {"prompt": (prompt or "").strip(), "top_p": top_p, "top_k": top_k, "weighting": weighting,
-                    "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens, "fusion": fusion}
+                    "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens, "fusion": fusion,
+                    "loop_guard": loop_guard is not False, "single_columns": list(chosen or []) or "router's kept set"}
         skip_extra = [gr.skip()] * (len(extra_outputs))
         # The last run's diffs, shading and download describe other answers: gone once the new run shows.
         cleared = [*[gr.HighlightedText(value=None, visible=False)] * len(diffs), "",
@@ -214,7 +239,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             scope = engine.scope(session_of(request))
             first, last, last_outs = True, None, None
             for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
-                                               n_single, scope, cancel, fusion):
+                                               n_single, scope, cancel, fusion, loop_guard, chosen):
                 if first:
                     settings["top_k"] = update.route.top_k
                     why, why_md = explain_route(update.route, scope)
@@ -233,19 +258,33 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             end_run(request, cancel)
 
     def prefill(request: gr.Request):
-        """``?prompt=...&top_p=...`` in the page's address fills the form (shareable runs)."""
+        """``?prompt=...&top_p=...&run=1`` in the page's address fills the form (the Share link writes every
+        setting) and, with ``run=1``, runs it. A value that does not parse is left at its default."""
         q = dict(request.query_params) if request else {}
-        try:
-            p = float(q["top_p"]) if "top_p" in q else None
-        except ValueError:
-            p = None
-        return (q.get("prompt", gr.skip()) or gr.skip(),
-                p if p is not None and 0 < p <= 1 else gr.skip())
+
+        def number(key, kind, low, high):
+            try:
+                v = kind(q[key])
+            except (KeyError, ValueError):
+                return gr.skip()
+            return v if low <= v <= high else gr.skip()
+
+        def choice(key, options):
+            return q[key] if q.get(key) in options else gr.skip()
+
+        return [q.get("prompt") or gr.skip(), number("top_p", float, 0.05, 1.0), number("top_k", int, 0, 64),
+                choice("weighting", ("renorm", "softmax")), number("temperature", float, 0.0, 1.5),
+                number("max_new_tokens", int, 1, 512), number("seed", int, 0, 2**31 - 1),
+                number("n_single", int, 0, min(MAX_SINGLES, len(names))), choice("fusion", methods),
+                {"1": True, "0": False}.get(q.get("loop_guard"), gr.skip()),
+                q.get("run") == "1" and bool(q.get("prompt"))]
 
     # ---- layout --------------------------------------------------------------------------------
+    # Answers first: the prompt, then the answers, then why (router, diffs, gate, timing). The examples
+    # fold away once Run is pressed and the settings a presenter rarely touches sit in a closed panel.
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=4, elem_id="prompt",
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
                                 info=f"Up to {d.max_prompt_tokens:,} tokens (about {3 * d.max_prompt_tokens:,} "
                                      f"characters of English); longer prompts are refused, never cut.",
                                 placeholder="Ask a math question, ask for a Python function, a French translation, "
@@ -255,30 +294,65 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                 run = gr.Button("Run", variant="primary", elem_id="run")
                 stop = gr.Button("Stop", elem_id="stop")
                 route_btn = gr.Button("Route only", elem_id="route")
-            gr.Examples(examples=[[e] for e in examples], inputs=[prompt],
-                        label="Examples: one per adapter, then two-skill and everyday prompts")
-            gr.Markdown(f"The base model, {manifest.base_name}, is small (135M parameters): expect short answers that are "
-                        f"often wrong on math and code. The adapters mostly teach it a task's format and phrasing; "
-                        f"the point of this page is to watch routing and fusion at work. The Sweep tab shows one answer "
-                        f"at five mixtures between two adapters.", elem_classes="col-timing")
+            with gr.Accordion("Examples: one per adapter, then two-skill and everyday prompts", open=True,
+                              elem_id="examples") as examples_box:
+                gr.Examples(examples=[[e] for e in examples], inputs=[prompt], label=None, examples_per_page=6)
+                caveat = (" On held-out data " + " and ".join(f"**{w}**" for w in weak) + " did not beat the base "
+                          "model (Results tab); the examples shown are ones they get right." if weak else "")
+                gr.Markdown(f"The base model, {manifest.base_name}, is small (135M parameters): the adapters mostly "
+                            f"teach it a task's format and phrasing.{caveat} The point of this page is to watch "
+                            f"routing and fusion at work.", elem_classes="col-timing")
         with gr.Column(scale=2):
-            with gr.Accordion("Advanced", open=True):
-                top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
+            top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
+            methods = ["renorm", "sum", *engine.learned.available()]
+            fusion = gr.Radio([(METHOD_LABELS[m], m) for m in methods], elem_id="fusion",
+                              value="token" if "token" in methods else "renorm", label="second fused column",
+                              info="beside DLP's renorm column, the same kept adapters fused another way: sum "
+                                   "(each at weight 1), layer-wise (a learned weight per layer) or a token gate "
+                                   "(learned, re-weighs the adapters at every token; see the Results tab)")
+            with gr.Accordion("More settings", open=False, elem_id="settings"):
                 top_k = gr.Number(value=d.top_k, precision=0, label="top-k (0 = no cap)",
                                   info="keep at most k adapters; a k above the number of labels keeps them all")
                 weighting = gr.Radio(["renorm", "softmax"], value="renorm", label="fusion weighting",
                                      info="renorm: p / sum (the paper) · softmax: the original code")
                 temperature = gr.Slider(0.0, 1.5, value=d.temperature, step=0.05, label="temperature (0 = greedy)")
                 max_new_tokens = gr.Slider(1, 512, value=d.max_new_tokens, step=1, label="max new tokens")
+                loop_guard = gr.Checkbox(value=True, label="loop guard", elem_id="loop-guard",
+                                         info="end a column once the same 4-64 tokens come three times in a row, "
+                                              "marked \"(stopped: repeating)\"; applies to every column and tab")
                 seed = gr.Number(value=0, precision=0, minimum=0, label="seed (every column samples alike)")
-                n_single = gr.Slider(0, min(MAX_SINGLES, len(names)), value=min(1, len(names)), step=1,
-                                     label="single-adapter columns")
-                methods = ["renorm", "sum", *engine.learned.available()]
-                fusion = gr.Radio([(METHOD_LABELS[m], m) for m in methods], elem_id="fusion",
-                                  value="token" if "token" in methods else "renorm", label="second fused column",
-                                  info="beside DLP's renorm column, the same kept adapters fused another way: sum "
-                                       "(each at weight 1), layer-wise (a learned weight per layer) or a token gate "
-                                       "(learned, re-weighs the adapters at every token; see the Results tab)")
+                n_single = gr.Slider(0, min(MAX_SINGLES, len(names)), value=min(2, len(names)), step=1,
+                                     label="single-adapter columns (at most, from the kept set)")
+                chosen = gr.Dropdown(names, value=[], multiselect=True, max_choices=MAX_SINGLES,
+                                     label="single columns for these adapters", elem_id="chosen",
+                                     info="empty: the adapters the router kept; pick up to three to compare any "
+                                          "adapter, kept or not")
+            with gr.Row():
+                presenter = gr.Checkbox(value=False, label="Presenter mode: large text, settings hidden",
+                                        elem_id="presenter", scale=2)
+                share = gr.Button("Share link", elem_id="share", size="sm", scale=1)
+            share_link = gr.Textbox(label="Link to this prompt and these settings (opens and runs)", buttons=["copy"],
+                                    elem_id="share-link", visible=False, interactive=False, max_lines=1)
+    run_prompt = gr.Markdown("", elem_id="run-prompt")
+    last_run = gr.State(None)  # the settings the answers on screen were produced with
+    go = gr.Number(0, visible=False)  # Run bumps it; its change event is the run
+    with gr.Row(equal_height=True, elem_id="answers"):
+        with gr.Column(min_width=COLUMN_MIN):
+            out_base = gr.Textbox(label="Base model", lines=10, elem_id="out-base", interactive=False)
+            t_base = gr.Markdown(elem_classes="col-timing")
+        single_boxes, single_cols = [], []
+        for i in range(MAX_SINGLES):
+            with gr.Column(visible=i < min(1, len(names)), min_width=COLUMN_MIN) as col:
+                box = gr.Textbox(label="Top single adapter", lines=10, interactive=False,
+                                 elem_id="out-single" if i == 0 else f"out-single-{i + 1}", elem_classes="out-extra")
+                single_boxes += [box, gr.Markdown(elem_classes="col-timing")]
+            single_cols.append(col)
+        with gr.Column(min_width=COLUMN_MIN):
+            out_fused = gr.Textbox(label="DLP fused", lines=10, elem_id="out-fused", interactive=False)
+            t_fused = gr.Markdown(elem_classes="col-timing")
+        with gr.Column(min_width=COLUMN_MIN, visible=fusion.value != "renorm") as learned_col:
+            out_learned = gr.Textbox(label="Second fused column", lines=10, elem_id="out-learned", interactive=False)
+            t_learned = gr.Markdown(elem_classes="col-timing")
     with gr.Row():
         with gr.Column(scale=3, min_width=360):  # narrow screens: the weights wrap below the chart
             router_plot = gr.Plot(label="Router", elem_id="router-chart")
@@ -287,26 +361,6 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     with gr.Accordion("Why this route", open=False, elem_id="router-why"):
         why = gr.HTML("")
         why_md = gr.Markdown("Run or route a prompt to see which words decided the route.")
-    run_prompt = gr.Markdown("", elem_id="run-prompt")
-    last_run = gr.State(None)  # the settings the answers on screen were produced with
-    go = gr.Number(0, visible=False)  # Run bumps it; its change event is the run
-    with gr.Row(equal_height=True):
-        with gr.Column(min_width=COLUMN_MIN):
-            out_base = gr.Textbox(label="Base model", lines=12, elem_id="out-base", interactive=False)
-            t_base = gr.Markdown(elem_classes="col-timing")
-        single_boxes, single_cols = [], []
-        for i in range(MAX_SINGLES):
-            with gr.Column(visible=i < min(1, len(names)), min_width=COLUMN_MIN) as col:
-                box = gr.Textbox(label="Top single adapter", lines=12, interactive=False,
-                                 elem_id="out-single" if i == 0 else f"out-single-{i + 1}", elem_classes="out-extra")
-                single_boxes += [box, gr.Markdown(elem_classes="col-timing")]
-            single_cols.append(col)
-        with gr.Column(min_width=COLUMN_MIN):
-            out_fused = gr.Textbox(label="DLP fused", lines=12, elem_id="out-fused", interactive=False)
-            t_fused = gr.Markdown(elem_classes="col-timing")
-        with gr.Column(min_width=COLUMN_MIN, visible=fusion.value != "renorm") as learned_col:
-            out_learned = gr.Textbox(label="Second fused column", lines=12, elem_id="out-learned", interactive=False)
-            t_learned = gr.Markdown(elem_classes="col-timing")
     with gr.Accordion("What changed", open=True, elem_id="diff"):
         gr.Markdown("Green: words a column added against its reference; red: words it dropped.")
         diff_map = {"+": "#b7f0c0", "-": "#ffc9c9"}
@@ -327,18 +381,22 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     outputs = [router_plot, weights, out_base, t_base, *single_boxes, *single_cols, out_fused, t_fused, learned_col,
                out_learned, t_learned, timing_md, timing_plot]
     extra_outputs = [*diffs, gain_md, gain, export, gate_box, gate_view, gate_plot]
-    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single, fusion]
-    # One run per visitor: Run first stops the run on screen (its thread ends within a token), then starts
-    # the new one; Stop keeps the partial text. The API endpoint below raises errors instead.
-    # The new run waits (always_last) for the old one, which the cancel flag ends within a token. Gradio's
-    # own `cancels` is not used here: its cancel request can land after the new run joined the queue and
-    # cancel that one instead.
-    run_evt = go.change(run_compare_ui, run_inputs, [*outputs, run_prompt, last_run, why, why_md, *extra_outputs],
+    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single, fusion, loop_guard, chosen]
+    # One run per visitor: Run raises the flag of the run on screen (its thread ends within a token) and arms
+    # a new one; Stop raises the flag and the run ends cleanly, partial text, diffs and record included.
+    # The new run waits (always_last) for the old one. Gradio's own `cancels` is not used: it kills the
+    # handler mid-update (red "Error" badges on every output) and can land on the next run instead.
+    go.change(run_compare_ui, run_inputs, [*outputs, run_prompt, last_run, why, why_md, *extra_outputs],
                         api_name=False, show_progress="minimal", trigger_mode="always_last")
+    def arm(request: gr.Request):
+        new_run(request)
+        return gr.Accordion(open=False)  # the examples fold away: the answers move up
+
     for trigger in (run.click, prompt.submit):
-        trigger(cancel_run, None, None, queue=False, api_name=False) \
-            .then(lambda n: (n or 0) + 1, go, go, queue=False, api_name=False)
-    stop.click(cancel_run, None, None, cancels=[run_evt], queue=False, api_name=False)
+        trigger(arm, None, examples_box, queue=False, api_name=False) \
+            .then(lambda n: (n or 0) + 1, go, go, queue=False, api_name=False, js=SCROLL_TO_ANSWERS)
+    presenter.change(None, presenter, None, js=PRESENTER, api_name=False)
+    stop.click(cancel_run, None, None, queue=False, api_name=False)
     gr.Button(visible=False).click(run_compare, run_inputs, outputs, api_name="compare")
     gr.Button(visible=False).click(route_only, route_inputs, [router_plot, weights], api_name="route")
     n_single.change(lambda n: [gr.Column(visible=i < int(n)) for i in range(MAX_SINGLES)], n_single, single_cols,
@@ -350,6 +408,11 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         control.change(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False,
                        concurrency_limit=4, show_progress="hidden", trigger_mode="always_last")
     top_k.submit(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False)
-    demo.load(prefill, None, [prompt, top_p], api_name=False)
-    return SimpleNamespace(top_p=top_p, top_k=top_k, weighting=weighting, temperature=temperature,
-                           max_new_tokens=max_new_tokens, seed=seed)
+    shared_inputs = [prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion, loop_guard]
+    run_on_open = gr.State(False)
+    demo.load(prefill, None, [*shared_inputs, run_on_open], api_name=False) \
+        .then(lambda n, go_now: (n or 0) + 1 if go_now else gr.skip(), [go, run_on_open], go, api_name=False)
+    share.click(None, shared_inputs, share_link, js=SHARE_LINK, api_name=False) \
+        .then(lambda: gr.Textbox(visible=True), None, share_link, queue=False, api_name=False)
+    return SimpleNamespace(prompt=prompt, top_p=top_p, top_k=top_k, weighting=weighting, temperature=temperature,
+                           max_new_tokens=max_new_tokens, seed=seed, loop_guard=loop_guard)

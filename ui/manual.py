@@ -10,11 +10,13 @@ from dlp.engine import Column
 from dlp.errors import DLPError
 from dlp.session_adapters import MAX_PER_SESSION
 
-from .common import message, parse_options, parse_top_k, session_of, timing_line, user_error
+from .common import (cancel_run, message, on_page, parse_options, parse_top_k, session_of, stopped_mark,
+                     timing_line, user_error)
 
 
-def build(engine, shared) -> SimpleNamespace:
-    """``shared`` holds the Compare tab's controls (sampling settings and routing knobs). Returns the
+def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
+    """``shared`` holds the Compare tab's controls (prompt, sampling settings and routing knobs); opening
+    ``tab`` brings the Compare prompt over when this tab's own is empty. Returns the
     visitor's slider slots and ``slot_updates(session)``, which the Adapters tab calls after an add or remove."""
     fixed = ["base", *engine.names]  # weight on "base" (no adapter) scales the others down
 
@@ -22,10 +24,12 @@ def build(engine, shared) -> SimpleNamespace:
         """Fixed sliders, then one slot per adapter this visitor added (in the order they were added)."""
         return [*fixed, *engine.visitors.names(session_of(request))]
 
-    def run_manual(request: gr.Request, prompt, temperature, max_new_tokens, seed, *weights):
-        """``request`` first: Gradio injects it only among positional parameters."""
+    def run_manual(request: gr.Request, prompt, temperature, max_new_tokens, seed, *weights, cancel=None):
+        """``request`` first: Gradio injects it only among positional parameters. ``weights``: the sliders,
+        then the loop guard (the Compare tab's switch; the API fills its default when left out)."""
         try:
-            options = parse_options(temperature, max_new_tokens, seed)
+            *weights, loop_guard = weights
+            options = parse_options(temperature, max_new_tokens, seed, loop_guard)
             mixture = {n: float(w) for n, w in zip(mix_names(request), weights) if w and float(w) > 0}
             total = sum(mixture.values())
             if not mixture:
@@ -34,10 +38,11 @@ def build(engine, shared) -> SimpleNamespace:
             label = "Manual mix: " + " + ".join(f"{n} {w:.2f}" for n, w in mixture.items())
             columns = [Column("base", "Base model", {}), Column("manual", label, mixture)]
             scope = engine.scope(session_of(request))
-            for update in engine.stream(prompt, columns, options, every=2, scope=scope):
+            for update in engine.stream(prompt, columns, options, every=2, scope=scope, cancel=cancel):
                 out = update.as_dict()["columns"]
-                yield (out[0]["text"], timing_line(out[0]["timing"]),
-                       gr.Textbox(value=out[1]["text"], label=label), timing_line(out[1]["timing"]))
+                yield (out[0]["text"], timing_line(out[0]["timing"]) + stopped_mark(update, 0),
+                       gr.Textbox(value=out[1]["text"], label=label),
+                       timing_line(out[1]["timing"]) + stopped_mark(update, 1))
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
 
@@ -69,6 +74,7 @@ def build(engine, shared) -> SimpleNamespace:
             with gr.Row():
                 copy = gr.Button("Start from the router's weights")
                 run = gr.Button("Generate with this mix", variant="primary", elem_id="manual-run")
+                stop = gr.Button("Stop", elem_id="manual-stop")
         with gr.Column(scale=3):
             base = gr.Textbox(label="Base model", lines=10, interactive=False)
             t_base = gr.Markdown(elem_classes="col-timing")
@@ -76,6 +82,10 @@ def build(engine, shared) -> SimpleNamespace:
             t_out = gr.Markdown(elem_classes="col-timing")
     copy.click(copy_router_weights, [prompt, shared.top_p, shared.top_k, shared.weighting], [*sliders, *slots],
                api_name=False)
-    run.click(run_manual, [prompt, shared.temperature, shared.max_new_tokens, shared.seed, *sliders, *slots],
-              [base, t_base, out, t_out], api_name="manual")
+    inputs = [prompt, shared.temperature, shared.max_new_tokens, shared.seed, *sliders, *slots, shared.loop_guard]
+    run.click(on_page(run_manual, 4), inputs, [base, t_base, out, t_out], api_name=False)
+    stop.click(cancel_run, None, None, queue=False, api_name=False)
+    gr.Button(visible=False).click(run_manual, inputs, [base, t_base, out, t_out], api_name="manual")
+    tab.select(lambda mine, theirs: gr.skip() if (mine or "").strip() else theirs, [prompt, shared.prompt], prompt,
+               api_name=False, show_progress="hidden")
     return SimpleNamespace(slots=slots, slot_updates=slot_updates)

@@ -14,7 +14,7 @@ from dlp.engine import Column
 from dlp.errors import DLPError
 from dlp.explain import likeness, mixtures_between
 
-from .common import parse_options, session_of, timing_line, user_error
+from .common import cancel_run, on_page, parse_options, session_of, stopped_mark, timing_line, user_error
 
 STEPS = 5
 EXAMPLES = [  # each shows something: a skill handed over mid-way, and an adapter fading in over base
@@ -34,11 +34,11 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
     def label(a, b, w) -> str:
         return f"{a} {1 - w:.2f} · {b} {w:.2f}"
 
-    def run_sweep(request: gr.Request, prompt, a, b, temperature, max_new_tokens, seed):
+    def run_sweep(request: gr.Request, prompt, a, b, temperature, max_new_tokens, seed, loop_guard=True, cancel=None):
         try:
             if not a or not b or a == b:
                 raise DLPError("Pick two different ends for the sweep", hint="base (no adapter) can be one of them")
-            options = parse_options(temperature, max_new_tokens, seed)
+            options = parse_options(temperature, max_new_tokens, seed, loop_guard)
             scope = engine.scope(session_of(request))
             steps = mixtures_between(a, b, STEPS)
             columns = [Column(f"w{w:.2f}", label(a, b, w), mix) for w, mix in steps]
@@ -47,16 +47,24 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
             def shown(update):
                 return [gr.Textbox(value=t, label=c.label) for t, c in zip(update.state.texts, columns)]
 
+            def timing(update) -> str:  # the sweep's own figures: the slowest row's total, every row's tokens
+                rows = [update.column_timing(i) for i in range(len(columns))]
+                tokens = sum(r["tokens"] for r in rows)
+                total = max(r["total_ms"] for r in rows) / 1000
+                stopped = " (stopped)" if any(stopped_mark(update, i) for i in range(len(columns))) else ""
+                return (f"{len(columns)} rows in one batch · {tokens} tokens in {total:.2f} s "
+                        f"({tokens / total if total else 0:.1f} tok/s over all rows){stopped}")
+
             last = None
-            for last in engine.stream(prompt, columns, options, every=2, scope=scope):
-                yield [*shown(last), timing_line(last.column_timing(0)), gr.skip()]
+            for last in engine.stream(prompt, columns, options, every=2, scope=scope, cancel=cancel):
+                yield [*shown(last), timing(last), gr.skip()]
             if last is not None:
                 texts = last.state.texts
                 weights = [w for w, _ in steps]
                 chart = sweep_chart(weights, [likeness(t, texts[0]) for t in texts],
                                     [likeness(t, texts[-1]) for t in texts], a, b, shades)
                 # the texts once more: the page may coalesce back-to-back updates, and API callers read the last
-                yield [*shown(last), timing_line(last.column_timing(0)) + " · all five rows in one batch", chart]
+                yield [*shown(last), timing(last), chart]
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
 
@@ -72,7 +80,9 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
         with gr.Column(scale=2, min_width=260):
             a = gr.Dropdown(names, value="base", label="From", elem_id="sweep-a")
             b = gr.Dropdown(names, value=names[1] if len(names) > 1 else "base", label="To", elem_id="sweep-b")
-            run = gr.Button("Sweep", variant="primary", elem_id="sweep-run")
+            with gr.Row():
+                run = gr.Button("Sweep", variant="primary", elem_id="sweep-run")
+                stop = gr.Button("Stop", elem_id="sweep-stop")
     usable = [e for e in EXAMPLES if {e[1], e[2]} <= set(names)]
     if usable:
         gr.Examples(usable, [prompt, a, b], label="Try these sweeps")
@@ -81,6 +91,8 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
                             elem_classes="out-extra") for i in range(STEPS)]
     timing = gr.Markdown(elem_classes="col-timing")
     chart = gr.Plot(label="Sweep", elem_id="sweep-chart")
-    run.click(run_sweep, [prompt, a, b, shared.temperature, shared.max_new_tokens, shared.seed],
-              [*boxes, timing, chart], api_name="sweep")
+    inputs = [prompt, a, b, shared.temperature, shared.max_new_tokens, shared.seed, shared.loop_guard]
+    run.click(on_page(run_sweep, STEPS + 2), inputs, [*boxes, timing, chart], api_name=False)
+    stop.click(cancel_run, None, None, queue=False, api_name=False)
+    gr.Button(visible=False).click(run_sweep, inputs, [*boxes, timing, chart], api_name="sweep")
     tab.select(refresh, None, [a, b], api_name=False, show_progress="hidden")
