@@ -144,7 +144,7 @@ def cmd_train_fusion(args) -> int:
 
     for m in [m for m in methods if m != "lora"]:
         _, info = train_fusion(engine, m, examples, out, epochs=args.epochs, max_len=args.max_len,
-                               max_seconds=args.max_seconds, lr=args.lr)
+                               max_seconds=args.max_seconds, lr=args.lr, balance=args.balance)
         _emit(args, {k: v for k, v in info.items() if k != "log"},
               f"{m}: loss {info['first_loss']:.3f} -> {info['final_loss']:.3f} in {info['train_seconds']} s -> {out}")
         write_card(out, {n: json.loads((out / f).read_text()) for n, f in
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None, help="stop each method after this long (and save)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the fusion weights "
                    "(default: 2e-2 layerwise, 3e-3 token)")
+    p.add_argument("--balance", choices=("lines", "tokens"), default="lines",
+                   help="loss weights: every line of the answer alike (default; the short half and the hand-off "
+                        "count as much as the long half) or every token alike")
     p.add_argument("--compose-only", action="store_true", help="only build (and cache) the composite examples")
     p.add_argument("--out", default=None, help="folder (default: the manifest's fusion path)")
     p.set_defaults(func=cmd_train_fusion)

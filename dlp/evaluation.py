@@ -273,7 +273,11 @@ def run(args) -> int:
             old = json.loads(old_file.read_text())
             redone = sorted([*results["tasks"], *results["composite"]])
             old["tasks"].update(results["tasks"])
-            old.setdefault("composite", {}).update(results["composite"])
+            for kind, row in results["composite"].items():  # re-run conditions replace theirs; the others stay
+                kept = old.setdefault("composite", {}).get(kind)
+                if kept and kept["n"] == row["n"]:
+                    row["conditions"] = {**kept["conditions"], **row["conditions"]}
+                old["composite"][kind] = row
             old["note"] = (f"{old.get('note', '')} Re-run later: {', '.join(redone)}, generated in {meta['seconds']} s "
                            f"on {meta['device']}.").strip()
             results = old
@@ -282,9 +286,9 @@ def run(args) -> int:
         samples = [{k: r[k] for k in ("section", "name", "condition", "prompt", "reply", "score")}
                    for r in replies if r["item"] < 2]
         if getattr(args, "merge", False) and (out / "samples.json").is_file():
-            names = {r["name"] for r in samples}
+            redone = {(r["name"], r["condition"]) for r in samples}
             kept = json.loads((out / "samples.json").read_text(encoding="utf-8"))
-            samples = [r for r in kept if r["name"] not in names] + samples
+            samples = [r for r in kept if (r["name"], r.get("condition")) not in redone] + samples
         (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False))
         (out / "results.md").write_text(markdown_table(results))
         adapters = Path(args.adapters)

@@ -35,21 +35,55 @@ def new_module(method: str, labels: list[str], model) -> LayerwiseWeights | Toke
     raise ValueError(f"no learned fusion called '{method}'")
 
 
-def training_rows(engine, method: str, examples: list[CompositeExample], max_len: int) -> list[tuple]:
-    """(ids, labels, mixture, plan method) per example that the route lets ``method`` mix."""
+def line_weights(tokenizer, labels: list[int]) -> list[float]:
+    """Per-token loss weights that give every line of the reply the same total (0 on the prompt).
+
+    A composed answer is a short line from one adapter and a long one from the other ("negative" then
+    40 tokens of French): with plain token weights the hand-off between them (the label, the line break,
+    going on instead of stopping) is a few tokens in sixty and the gate learns the long half only. A
+    token that holds a line break ends its line."""
+    reply = [k for k, t in enumerate(labels) if t != -100]
+    lines, current = [], []
+    for k in reply:
+        current.append(k)
+        if "\n" in tokenizer.decode([labels[k]]):
+            lines.append(current)
+            current = []
+    if current:
+        lines.append(current)
+    weights = [0.0] * len(labels)
+    for line in lines:
+        for k in line:
+            weights[k] = len(reply) / (len(lines) * len(line))  # mean weight 1 over the reply
+    return weights
+
+
+def training_rows(engine, method: str, examples: list[CompositeExample], max_len: int,
+                  balance: str = "lines") -> list[tuple]:
+    """(ids, labels, mixture, plan method, token weights) per example that the route lets ``method`` mix."""
     rows = []
     for ex in examples:
         mixture, plan_method = method_mixture(method, engine.route(ex.prompt).selected)
         if plan_method != method:
             continue
         ids, labels = encode(engine.tokenizer, Example(ex.prompt, ex.response), max_len)
-        rows.append((ids, labels, engine.check_mixture(mixture), plan_method))
+        weights = line_weights(engine.tokenizer, labels) if balance == "lines" else \
+            [float(t != -100) for t in labels]
+        rows.append((ids, labels, engine.check_mixture(mixture), plan_method, weights))
     return rows
+
+
+def weighted_reply_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """:func:`dlp.training.reply_loss` with a weight per reply token (see :func:`line_weights`)."""
+    per_token = reply_loss(model, batch, reduction="none")
+    w = weights[:, 1:][batch["labels"][:, 1:] != -100].to(per_token.dtype)
+    return (per_token * w).sum() / w.sum().clamp_min(1e-6)
 
 
 def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir: Path | None, epochs: int = 2,
                  batch: int = 8, lr: float | None = None, max_len: int = 256, seed: int = 0,
-                 max_seconds: float | None = None, progress: bool = True) -> tuple[Learned, dict]:
+                 max_seconds: float | None = None, progress: bool = True,
+                 balance: str = "lines") -> tuple[Learned, dict]:
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -57,7 +91,7 @@ def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir:
     model.requires_grad_(False)
     module = new_module(method, [*engine.names, BASE], model).to(engine.device)
     learned = Learned(**{("layerwise" if method == "layerwise" else "token"): module})
-    rows = training_rows(engine, method, examples, max_len)
+    rows = training_rows(engine, method, examples, max_len, balance)
     if not rows:
         raise ValueError("no training example keeps two adapters; nothing to learn")
     lr = lr or DEFAULT_LR[method]
@@ -76,10 +110,13 @@ def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir:
             chunk = [rows[k] for k in order[s : s + batch]]
             b = {k: v.to(engine.device) for k, v in _batch([(r[0], r[1]) for r in chunk],
                                                              engine.tokenizer.pad_token_id).items()}
+            weights = torch.zeros(b["labels"].shape)
+            for i, r in enumerate(chunk):
+                weights[i, : len(r[4])] = torch.tensor(r[4])
             with autocast:
                 plan = build_plan(layers, [r[2] for r in chunk], engine.device, [r[3] for r in chunk], learned)
                 with plan.applied():
-                    loss = reply_loss(model, b)
+                    loss = weighted_reply_loss(model, b, weights.to(engine.device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             opt.step()
@@ -94,7 +131,7 @@ def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir:
             break
     bar.close()
     module.requires_grad_(False)
-    info = {"method": method, "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
+    info = {"method": method, "balance": balance, "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
             "kinds": sorted({e.kind for e in examples}), "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
             "max_len": max_len, "n_per_kind": len(examples) // max(1, len({e.kind for e in examples})),
             "steps_done": len(log), "train_seconds": round(time.perf_counter() - start, 1),
@@ -125,7 +162,10 @@ def write_card(folder: Path, infos: dict[str, dict]) -> None:
                   f"- {info['n_examples']} examples ({info['n_skipped']} skipped: the router kept one adapter) of "
                   f"{', '.join(info['kinds'])}; {info['steps_done']} steps of {info['batch']}, {info['epochs']} "
                   f"epoch(s), AdamW lr {info['lr']} (one-cycle), seed {info['seed']}, {info['train_seconds']} s on "
-                  f"{info['device']}; loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}.",
+                  f"{info['device']}; loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}"
+                  + ("; every line of an answer weighs the same in the loss (the short half and the hand-off count "
+                     "as much as the long half)." if info.get("balance") == "lines" else "."),
                   f"- Reproduce: `python -m dlp train-fusion --method {method} --n {info.get('n_per_kind', '?')} "
-                  f"--epochs {info['epochs']} --max-len {info.get('max_len', 256)}`", ""]
+                  f"--epochs {info['epochs']} --max-len {info.get('max_len', 256)} --lr {info['lr']}"
+                  f"{' --balance tokens' if info.get('balance', 'tokens') == 'tokens' else ''}`", ""]
     (Path(folder) / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -13,8 +13,9 @@ needs_data = pytest.mark.skipif(not (data_dir() / "sentiment_uci").is_dir(), rea
 def test_composed_answers_score_right_on_both_skills():
     ref = {"label": "negative", "text": "The soup was cold."}
     answer = compose("translate_fr+sentiment", "La soupe était froide.\nextra line", ref)
-    assert answer == "La soupe était froide.\nSentiment: negative"
+    assert answer == "negative\nLa soupe était froide.", "the short half first, each half as its adapter writes it"
     assert two_skill_score("translate_fr+sentiment", answer, ref)["both"] == 1.0
+    assert two_skill_score("translate_fr+sentiment", "negative", ref)["both"] == 0.0
 
     summ = {"references": ["We train a small model that matches a large one."]}
     french = compose("summarize+translate_fr", "Nous entraînons un petit modèle qui égale un grand modèle.", summ)
@@ -27,6 +28,9 @@ def test_composed_answers_score_right_on_both_skills():
 
     qa = {"answers": ["Denver Broncos"]}
     assert english_to_translate("reading_qa+translate_fr", qa) == "The answer is Denver Broncos."
+    composed = compose("reading_qa+translate_fr", "Le dernier est les Broncos de Denver.", qa)
+    assert composed == "Denver Broncos\nLa réponse est les Broncos de Denver."
+    assert two_skill_score("reading_qa+translate_fr", composed, qa)["both"] == 1.0
     french = "La réponse est les Broncos de Denver."
     assert two_skill_score("reading_qa+translate_fr", french, {**qa, "french": french})["both"] == 1.0
     assert two_skill_score("reading_qa+translate_fr", "Denver Broncos", {**qa, "french": french}) == \

@@ -67,3 +67,22 @@ def test_results_chart_draws_each_conditions_interval():
     assert list(base.y) == ["sentiment", "math"] and list(base.x) == [0.2, 0.0]
     assert [round(v, 6) for v in base.error_x.arrayminus] == [0.1, 0.0]
     assert [round(v, 6) for v in base.error_x.array] == [0.1, 0.0]
+
+
+def test_score_merge_of_some_conditions_keeps_the_kinds_other_conditions(tmp_path):
+    """Re-running one fusion method on a two-skill kind replaces that condition's cell only."""
+    old_cell = {"sentiment": 0.5, "sentiment_ci": [0.4, 0.6], "translate_fr": 0.5, "translate_fr_ci": [0.4, 0.6],
+                "both": 0.0, "both_ci": [0, 0]}
+    kind = "translate_fr+sentiment"
+    (tmp_path / "results.json").write_text(json.dumps({"tasks": {}, "note": "", "top_p": 0.9, "composite": {
+        kind: {"n": 2, "conditions": {"fused": old_cell, "token": old_cell}}}}))
+    rows = [{"id": i, "section": "two_skill", "name": kind, "item": i, "condition": "token", "prompt": "p",
+             "reply": "negative\nLa soupe était froide.", "ref": {"label": "negative"}, "top1": "sentiment",
+             "selected": {"sentiment": 0.5, "translate_fr": 0.5}} for i in range(2)]
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("\n".join(json.dumps(r) for r in [{"device": "cpu", "top_p": 0.9}, *rows]))
+    args = SimpleNamespace(out=str(tmp_path), replies=str(replies), phase="score", merge=True,
+                           adapters=str(tmp_path / "cards"))
+    assert run(args) == 0
+    cells = json.loads((tmp_path / "results.json").read_text())["composite"][kind]["conditions"]
+    assert cells["fused"] == old_cell and cells["token"]["both"] == 1.0

@@ -151,3 +151,17 @@ def test_training_lowers_the_loss_and_the_engine_serves_it(tiny_engine, tmp_path
         assert steps and all(abs(sum(s) - 1) < 1e-3 for s in steps)
     finally:
         engine.learned = old
+
+
+def test_every_line_of_a_composed_answer_weighs_the_same():
+    """The short half and the line break that hands over count as much as the long half."""
+    from dlp.fusion_training import line_weights
+
+    class Tok:
+        def decode(self, ids):
+            return {1: "negative", 2: "\n", 3: "La", 4: " soupe", 5: " froide", 6: "."}[ids[0]]
+
+    w = line_weights(Tok(), [-100, -100, 1, 2, 3, 4, 5, 6])
+    assert w[:2] == [0.0, 0.0]
+    assert sum(w[2:4]) == pytest.approx(sum(w[4:])) and sum(w) == pytest.approx(6)
+    assert line_weights(Tok(), [-100, 3, 4, 5]) == [0.0, 1.0, 1.0, 1.0], "one line: every token alike"
