@@ -16,7 +16,7 @@ from dlp.charts import BASE_COLOR
 from dlp.engine import Engine
 from dlp.errors import DLPError
 from dlp.session_adapters import MAX_VISITOR_BYTES
-from ui import adapters, compare, info, manual, sweep
+from ui import adapters, batch, compare, info, manual, sweep
 from ui.common import read_json
 
 RESULTS = Path(__file__).resolve().parent / "assets" / "eval"
@@ -61,6 +61,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
             slots = manual.build(engine, shared, tab)
         with gr.Tab("Sweep") as tab:
             sweep.build(engine, shared, colors, tab)
+        with gr.Tab("Batch"):
+            batch.build(engine, shared)
         with gr.Tab("Adapters"):
             adapters.build(engine, demo, slots)
         with gr.Tab("Results"):

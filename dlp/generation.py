@@ -204,11 +204,12 @@ class CancelFlag(StoppingCriteria):
     """Ends ``generate`` at the next token once ``event`` is set: a stopped or abandoned run frees the
     CPU and its queue slot at once instead of decoding to the end unseen."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stop = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: FusionPlan,
@@ -218,10 +219,11 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
 
     Setting ``cancel`` stops decoding within a token (the last snapshot keeps the partial text). Closing
     this iterator early (a client went away, the UI cancelled the event) sets it too."""
-    cancel = cancel or threading.Event()
+    cancel = cancel or threading.Event()  # the caller's Stop (may span several calls: never set here)
+    walked_away = threading.Event()  # this call's own: set when the consumer stops reading
     updates: queue.Queue = queue.Queue()
     eos_ids = stop_ids(tokenizer)
-    criteria = StoppingCriteriaList([CancelFlag(cancel)])
+    criteria = StoppingCriteriaList([CancelFlag(cancel, walked_away)])
     guard = LoopGuard(input_ids.shape[1]) if options.loop_guard else None
     if guard is not None:
         criteria.append(guard)
@@ -257,5 +259,5 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
             if state.finished:
                 break
     finally:
-        cancel.set()  # no-op after a normal end; stops the worker when the consumer walked away
+        walked_away.set()  # no-op after a normal end; stops the worker when the consumer walked away
         thread.join(timeout=5)

@@ -1,6 +1,7 @@
 """The launched app through gradio_client, as a remote caller sees it."""
 
 import concurrent.futures as cf
+import json
 import re
 
 import pytest
@@ -191,3 +192,18 @@ def test_single_columns_for_chosen_adapters(tiny_app_url):
                             api_name="/compare")
     labels = [result[i]["label"] for i in (4, 6) if isinstance(result[i], dict)]
     assert len(labels) == 2 and labels[0].startswith("gamma only") and labels[1].startswith("beta only"), labels
+
+
+def test_batch_of_five_prompts_with_a_csv(tiny_app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    lines = [json.dumps({"prompt": p, "expected": "zzz-never"}) for p in PROMPTS[:5]]
+    path = tmp_path / "five.jsonl"
+    path.write_text("\n".join(lines))
+    client = Client(tiny_app_url, verbose=False)
+    table, summary, csv_file, jsonl_file = client.predict("", handle_file(str(path)), 0.0, 6, 0, True,
+                                                          api_name="/batch")
+    rows = table["data"] if isinstance(table, dict) else table
+    assert len(rows) == 5 and "5 of 5 prompts answered" in summary and "0/5 right" in summary
+    csv_text = open(csv_file["value"] if isinstance(csv_file, dict) else csv_file, encoding="utf-8").read()
+    assert csv_text.count("\n") == 6 and csv_text.startswith("prompt,expected,route")
