@@ -36,6 +36,8 @@ CSS = """
 #weights td:last-child {width: 30%}
 .shaded {white-space: pre-wrap; line-height: 1.7; padding: 6px 2px}
 .shaded span {border-radius: 3px}
+.shade-scale {display: flex; align-items: center; gap: 8px; font-size: 0.8em; color: #555; margin: 4px 0 8px}
+.shade-scale .bar {flex: 0 1 220px; height: 10px; border-radius: 3px; border: 1px solid #ddd}
 body.presenter #settings {display: none}
 body.presenter #answers textarea {font-size: 1.35em; line-height: 1.45}
 body.presenter #prompt textarea {font-size: 1.3em}

@@ -208,6 +208,21 @@ def cmd_remove_adapter(args) -> int:
     return 0
 
 
+def cmd_export_mix(args) -> int:
+    from .export_mix import export_mix, parse_mix
+
+    from .engine import Engine
+    from .manifest import load_manifest
+
+    engine = Engine(load_manifest(args.manifest), with_router=False)
+    folder = export_mix(engine, parse_mix(args.mix), Path(args.out))
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    _emit(args, {"out": str(folder), "rank": cfg["r"], "targets": cfg["target_modules"]},
+          f"wrote {folder} (PEFT LoRA, rank {cfg['r']}, {', '.join(cfg['target_modules'])}); load it with "
+          f"add-adapter --path {folder} or any engine that serves PEFT LoRAs")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluation import run
 
@@ -237,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="+")
     p.set_defaults(func=cmd_route)
     p = sub.add_parser("generate", parents=[common, routing, gen], help="one column: base, fused or adapter:NAME")
-    p.add_argument("--mode", default="fused", help="base | fused | adapter:NAME")
+    p.add_argument("--mode", default="fused", help='base | fused | adapter:NAME | mix:NAME=W,NAME=W ("mix:code=0.6,math=0.4")')
     p.add_argument("--fusion", default="renorm", help="renorm | sum | layerwise | token (how a fused mixture is applied)")
     p.add_argument("prompt")
     p.set_defaults(func=cmd_generate)
@@ -300,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove-adapter", parents=[common], help="undo add-adapter")
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_remove_adapter)
+    p = sub.add_parser("export-mix", parents=[common], help="write a mixture of adapters as one PEFT LoRA folder")
+    p.add_argument("--mix", required=True, help='name=weight pairs, e.g. "code=0.6,math=0.4" (weights as given)')
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(func=cmd_export_mix)
     p = sub.add_parser("eval", parents=[common], help="base / single / fused / uniform merge on held-out splits")
     p.add_argument("--n", type=int, default=100, help="items per long-answer task (short-answer tasks: twice that)")
     p.add_argument("--n-two-skill", type=int, default=50, help="items per two-skill kind (0: skip that section)")

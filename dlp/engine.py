@@ -250,19 +250,25 @@ class Engine:
 
     def generate(self, prompt: str, mode: str = "fused", options: GenerationOptions | None = None,
                  top_p: float | None = None, top_k: int | None = None, fusion: str = "renorm") -> CompareUpdate:
-        """One column: ``base``, ``fused`` (routed, fused by ``fusion``) or ``adapter:NAME``; returns the final update."""
+        """One column: ``base``, ``fused`` (routed, fused by ``fusion``), ``adapter:NAME`` or ``mix:NAME=W,...``
+        (a manual mixture, weights as given); returns the final update."""
         route = None
         if mode == "base":
             column = Column("base", "Base model", {})
         elif mode == "fused":
             route = self.route(prompt, top_p, top_k)
             column = self.fused_column(route, fusion)
+        elif mode.startswith("mix:"):
+            from .export_mix import parse_mix
+
+            mixture = self.check_mixture(parse_mix(mode.split(":", 1)[1]))
+            column = Column("mix", "mix: " + " + ".join(f"{n} {w:g}" for n, w in mixture.items()), mixture)
         elif mode.startswith("adapter:"):
             name = mode.split(":", 1)[1]
             self.check_mixture({name: 1.0})
             column = Column(f"single:{name}", f"{name} only", {name: 1.0})
         else:
-            raise DLPError(f"Unknown mode '{mode}'", hint="use base, fused or adapter:NAME")
+            raise DLPError(f"Unknown mode '{mode}'", hint="use base, fused, adapter:NAME or mix:NAME=W,NAME=W")
         last = None
         for last in self.stream(prompt, [column], options or self.default_options(), route, every=10_000):
             pass

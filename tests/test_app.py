@@ -207,3 +207,15 @@ def test_batch_of_five_prompts_with_a_csv(tiny_app_url, tmp_path):
     assert len(rows) == 5 and "5 of 5 prompts answered" in summary and "0/5 right" in summary
     csv_text = open(csv_file["value"] if isinstance(csv_file, dict) else csv_file, encoding="utf-8").read()
     assert csv_text.count("\n") == 6 and csv_text.startswith("prompt,expected,route")
+
+
+def test_manual_mix_exports_a_peft_zip(tiny_app_url):
+    import zipfile
+
+    from gradio_client import Client
+
+    client = Client(tiny_app_url, verbose=False)
+    result = client.predict(0.0, 0.5, 0.5, 0.0, 0, 0, 0, api_name="/export_mix")
+    path = result["value"] if isinstance(result, dict) else result
+    names = zipfile.ZipFile(path).namelist()
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(names)

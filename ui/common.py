@@ -175,3 +175,11 @@ def shaded_html(pairs: list[tuple[str, float]], cap: float, elem_class: str = "s
         rgb = "220,60,60" if score > 0 else "60,110,220"
         spans.append(f"<span title='{score:+.3f}' style='background:rgba({rgb},{a:.2f})'>{html.escape(text)}</span>")
     return f"<div class='{elem_class}'>{''.join(spans)}</div>"
+
+
+def shade_scale(cap: float, low: str, high: str) -> str:
+    """The legend of :func:`shaded_html`: from full blue (-cap) through white to full red (+cap)."""
+    stops = "rgba(60,110,220,0.75), rgba(255,255,255,0), rgba(220,60,60,0.75)"
+    return (f"<div class='shade-scale'><span>{html.escape(low)} (−{cap:g})</span>"
+            f"<span class='bar' style='background:linear-gradient(to right,{stops})'></span>"
+            f"<span>{html.escape(high)} (+{cap:g})</span></div>")

@@ -22,7 +22,7 @@ from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 from dlp.fusion_methods import LABELS as METHOD_LABELS
 
 from .common import (armed_run, cancel_run, end_run, message, new_run, parse_options, parse_top_k, run_line,
-                     session_of, shaded_html, stale_note, stopped_mark, timing_line, timing_table, user_error,
+                     session_of, shade_scale, shaded_html, stale_note, stopped_mark, timing_line, timing_table, user_error,
                      weights_html)
 from .gate_view import gate_html
 
@@ -203,10 +203,11 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         adapters = {n: w for n, w in fused["mixture"].items() if n != "base"}
         if adapters and fused["text"].strip():
             gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"], scope)
-            gain_view = gr.HTML(value=shaded_html(gains, 3.0), visible=True)
+            gain_view = gr.HTML(value=shaded_html(gains, 3.0) + shade_scale(3.0, "the base model preferred it",
+                                                                              "the adapters wrote it"), visible=True)
             gain_note = ("Each token of the fused answer, shaded by how much more likely the fused model made it than "
-                         "the base model did (red: the adapters wrote it; blue: the base model preferred it; one "
-                         "teacher-forced pass of both).")
+                         "the base model did: the log-probability gain, fused minus base, from one teacher-forced "
+                         "pass of both (hover a token for its value).")
         else:
             gain_view = gr.HTML(value="", visible=False)
             gain_note = "The router kept only **base**: the fused answer is the base model's own."
@@ -362,8 +363,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         why = gr.HTML("")
         why_md = gr.Markdown("Run or route a prompt to see which words decided the route.")
     with gr.Accordion("What changed", open=True, elem_id="diff"):
-        gr.Markdown("Green: words a column added against its reference; red: words it dropped.")
-        diff_map = {"+": "#b7f0c0", "-": "#ffc9c9"}
+        gr.Markdown("Green: words a column added against its reference; grey: words it dropped.")
+        diff_map = {"+": "#b7f0c0", "-": "#dcdcdc"}  # red is kept for one meaning: the adapters wrote it
         diffs = [gr.HighlightedText(visible=False, color_map=diff_map, show_legend=False) for _ in range(MAX_SINGLES + 2)]
         gain_md = gr.Markdown("")
         gain = gr.HTML("", visible=False, elem_id="token-gain")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
 from dlp.engine import Column
 from dlp.errors import DLPError
+from dlp.export_mix import export_mix
 from dlp.session_adapters import MAX_PER_SESSION
 
 from .common import (cancel_run, message, on_page, parse_options, parse_top_k, session_of, stopped_mark,
@@ -30,11 +34,7 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
         try:
             *weights, loop_guard = weights
             options = parse_options(temperature, max_new_tokens, seed, loop_guard)
-            mixture = {n: float(w) for n, w in zip(mix_names(request), weights) if w and float(w) > 0}
-            total = sum(mixture.values())
-            if not mixture:
-                raise DLPError("All weights are 0", hint="move at least one slider above 0")
-            mixture = {n: w / total for n, w in mixture.items()}
+            mixture = mixture_of(request, weights)
             label = "Manual mix: " + " + ".join(f"{n} {w:.2f}" for n, w in mixture.items())
             columns = [Column("base", "Base model", {}), Column("manual", label, mixture)]
             scope = engine.scope(session_of(request))
@@ -45,6 +45,27 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
                        timing_line(out[1]["timing"]) + stopped_mark(update, 1))
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
+
+    def mixture_of(request, weights) -> dict[str, float]:
+        mixture = {n: float(w) for n, w in zip(mix_names(request), weights) if w and float(w) > 0}
+        if not mixture:
+            raise DLPError("All weights are 0", hint="move at least one slider above 0")
+        total = sum(mixture.values())
+        return {n: w / total for n, w in mixture.items()}
+
+    def download_mix(request: gr.Request, *weights):
+        """The mixture on screen as one PEFT LoRA (zip): the exact ``cat`` combination, for any engine."""
+        try:
+            mixture = mixture_of(request, weights)
+            if not any(n != "base" for n in mixture):
+                raise DLPError("Only base has weight: there is no adapter to export")
+            folder = Path(tempfile.mkdtemp(prefix="dlp-mix-"))
+            export_mix(engine, mixture, folder / "dlp-mix", engine.scope(session_of(request)))
+            archive = shutil.make_archive(str(folder / "dlp-mix"), "zip", folder / "dlp-mix")
+            return gr.DownloadButton(value=archive, visible=True)
+        except Exception as exc:  # noqa: BLE001
+            gr.Warning(message(exc))
+            return gr.skip()
 
     def copy_router_weights(prompt, top_p, top_k, weighting, request: gr.Request):
         n_sliders = len(fixed) + MAX_PER_SESSION
@@ -63,7 +84,9 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
                 for i in range(MAX_PER_SESSION)]
 
     gr.Markdown("Set the fusion weights by hand (they are normalized to sum to 1) and compare with the base model. "
-                "Weight on **base (no adapter)** scales every adapter's contribution down.")
+                "Weight on **base (no adapter)** scales every adapter's contribution down. **Export** writes the "
+                "mix as one PEFT LoRA (the exact `cat` combination: ranks add up, weights folded in), which any "
+                "engine that serves PEFT adapters loads as it is.")
     with gr.Row():
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="manual-prompt")
@@ -75,6 +98,10 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
                 copy = gr.Button("Start from the router's weights")
                 run = gr.Button("Generate with this mix", variant="primary", elem_id="manual-run")
                 stop = gr.Button("Stop", elem_id="manual-stop")
+            with gr.Row():
+                export = gr.Button("Export this mix as one PEFT adapter", size="sm", elem_id="manual-export")
+                export_file = gr.DownloadButton("Download the adapter (zip)", visible=False, size="sm",
+                                                elem_id="manual-export-file")
         with gr.Column(scale=3):
             base = gr.Textbox(label="Base model", lines=10, interactive=False)
             t_base = gr.Markdown(elem_classes="col-timing")
@@ -85,6 +112,7 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
     inputs = [prompt, shared.temperature, shared.max_new_tokens, shared.seed, *sliders, *slots, shared.loop_guard]
     run.click(on_page(run_manual, 4), inputs, [base, t_base, out, t_out], api_name=False)
     stop.click(cancel_run, None, None, queue=False, api_name=False)
+    export.click(download_mix, [*sliders, *slots], export_file, api_name="export_mix")
     gr.Button(visible=False).click(run_manual, inputs, [base, t_base, out, t_out], api_name="manual")
     tab.select(lambda mine, theirs: gr.skip() if (mine or "").strip() else theirs, [prompt, shared.prompt], prompt,
                api_name=False, show_progress="hidden")
