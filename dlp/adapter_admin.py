@@ -18,8 +18,8 @@ MIN_EXAMPLES = 5
 PALETTE = ["#e377c2", "#7f7f7f", "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5"]
 
 
-def read_examples(path: Path) -> list[str]:
-    """``{"prompt": ...}`` per line, at least five."""
+def read_examples(path: Path, minimum: int = MIN_EXAMPLES) -> list[str]:
+    """``{"prompt": ...}`` per line, at least ``minimum``."""
     path = Path(path)
     if not path.is_file():
         raise DLPError(f"No examples file at {path}", hint='write one {"prompt": "..."} object per line')
@@ -34,13 +34,13 @@ def read_examples(path: Path) -> list[str]:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise DLPError(f"{path}, line {i}: needs a non-empty \"prompt\" string")
         prompts.append(row["prompt"].strip())
-    return check_examples(prompts, str(path))
+    return check_examples(prompts, str(path), minimum)
 
 
-def check_examples(prompts: list[str], source: str = "The examples") -> list[str]:
+def check_examples(prompts: list[str], source: str = "The examples", minimum: int = MIN_EXAMPLES) -> list[str]:
     prompts = [p.strip() for p in prompts if p and p.strip()]
-    if len(prompts) < MIN_EXAMPLES:
-        raise DLPError(f"{source} has {len(prompts)} example prompt(s); the router needs at least {MIN_EXAMPLES}",
+    if len(prompts) < minimum:
+        raise DLPError(f"{source} has {len(prompts)} example prompt(s); the router needs at least {minimum}",
                        hint="add prompts a visitor would type for this adapter")
     return prompts
 

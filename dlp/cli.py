@@ -208,6 +208,18 @@ def cmd_remove_adapter(args) -> int:
     return 0
 
 
+def cmd_init_router(args) -> int:
+    from .manifest import load_manifest
+    from .router_init import init_router
+
+    out = init_router(load_manifest(args.manifest), args.out, epochs=args.epochs, progress=not args.json)
+    _emit(args, out, f"router for {', '.join(out['labels'])} from examples in {out['train_seconds']} s: "
+                     f"{out['examples_top1']:.0%} of the examples to their adapter, everyday prompts to base "
+                     f"{out['everyday_base_top1'] if out['everyday_base_top1'] is None else format(out['everyday_base_top1'], '.0%')} "
+                     f"-> {out['out']}")
+    return 0
+
+
 def cmd_export_mix(args) -> int:
     from .export_mix import export_mix, parse_mix
 
@@ -315,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove-adapter", parents=[common], help="undo add-adapter")
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_remove_adapter)
+    p = sub.add_parser("init-router", parents=[common], help="a router for the manifest's base and adapters, "
+                       "from each adapter's example prompts (any stack; no task data needed)")
+    p.add_argument("--out", default=None, help="router folder (default: the manifest's router.path)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.set_defaults(func=cmd_init_router)
     p = sub.add_parser("export-mix", parents=[common], help="write a mixture of adapters as one PEFT LoRA folder")
     p.add_argument("--mix", required=True, help='name=weight pairs, e.g. "code=0.6,math=0.4" (weights as given)')
     p.add_argument("--out", required=True, help="the folder to write")

@@ -36,6 +36,7 @@ class AdapterSpec:
     examples: tuple[str, ...] = ()  # prompts offered in the UI
     strength: float = 1.0  # the share of the trained delta a weight of 1 applies (alpha / r x strength)
     expected: tuple[str, ...] = ()  # per example: text the adapter's right answer contains ("" = unchecked)
+    examples_file: Path | None = None  # a JSONL file of {"prompt": ...}: what init-router teaches the router
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,10 @@ def parse_manifest(data: dict, path: Path) -> Manifest:
         strength = float(r.get(a, "strength", where, (int, float), 1.0))
         if not 0 < strength <= 2:
             raise r.fail(f"{where}.strength", f"is {strength}; it must be in (0, 2]")
+        examples_file = r.get(a, "examples_file", where, str, "")
         adapters.append(AdapterSpec(name, loc, is_hub, r.get(a, "task", where, str, name),
                                     r.get(a, "description", where, str, ""), color, tuple(examples), strength,
-                                    tuple(expected)))
+                                    tuple(expected), (root / examples_file).resolve() if examples_file else None))
 
     router = r.get(data, "router", "", dict, {})
     router_path = r.get(router, "path", "router", str, "")
