@@ -24,13 +24,15 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
 def router_chart(probs: dict[str, float], selected: dict[str, float], colors: dict[str, str],
                  top_p: float) -> go.Figure:
     """Sorted probabilities as horizontal bars (labels stay readable on a phone), each in its adapter's
-    colour; kept adapters solid and labelled with their fusion weight, the rest faded; the cumulative
-    line shows where the top-p cut falls."""
+    colour; kept adapters solid and labelled with their fusion weight, the rest faded. The cumulative
+    probability and the top-p cut sit in a narrow panel of their own, so the line never crosses a label."""
+    from plotly.subplots import make_subplots
+
     names = sorted(probs, key=lambda n: -probs[n])
     values = [probs[n] for n in names]
     cumulative = [sum(values[: i + 1]) for i in range(len(values))]
     labels = [("base (no adapter)" if n == "base" else n) for n in names]
-    fig = go.Figure()
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.72, 0.28], horizontal_spacing=0.03)
     fig.add_bar(
         y=labels, x=values, orientation="h", name="router probability",
         marker=dict(color=[colors.get(n, BASE_COLOR if n == "base" else "#888888") for n in names],
@@ -38,18 +40,23 @@ def router_chart(probs: dict[str, float], selected: dict[str, float], colors: di
                     line=dict(color=["#111" if n in selected else "rgba(0,0,0,0)" for n in names], width=2)),
         text=[f"p={probs[n]:.2f} · <b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
         textposition=["inside" if probs[n] > 0.6 else "outside" for n in names], insidetextanchor="start",
-        cliponaxis=False,
-        hovertemplate="%{y}: p=%{x:.3f}<extra></extra>",
+        cliponaxis=False, hovertemplate="%{y}: p=%{x:.3f}<extra></extra>", row=1, col=1,
     )
-    fig.add_scatter(y=labels, x=cumulative, mode="lines+markers", name="cumulative p",
+    fig.add_scatter(y=labels, x=cumulative, mode="lines+markers", name="cumulative p", row=1, col=2,
                     line=dict(color="#555", dash="dot"), hovertemplate="cumulative %{x:.3f}<extra></extra>")
-    fig.add_vline(x=top_p, line=dict(color="#c0392b", dash="dash"),
-                  annotation_text=f"top-p {top_p:.2f}", annotation_position="top")
-    fig.update_xaxes(range=[0, 1.45], gridcolor="#eee", tickvals=[0, 0.25, 0.5, 0.75, 1])
+    fig.add_vline(x=top_p, line=dict(color="#c0392b", dash="dash"), row=1, col=2,
+                  annotation_text=f"top-p {top_p:.2f}", annotation_position="bottom left",
+                  annotation_font=dict(size=11, color="#c0392b"))
+    fig.update_xaxes(range=[0, 1.3], gridcolor="#eee", tickvals=[0, 0.25, 0.5, 0.75, 1], row=1, col=1)
+    fig.update_xaxes(range=[0, 1.04], gridcolor="#eee", tickvals=[0, 0.5, 1], row=1, col=2,
+                     title=dict(text="cumulative", font=dict(size=11)))
     fig.update_yaxes(autorange="reversed", automargin=True)
-    kept = ", ".join(selected) or "none"
-    fig = _layout(fig, f"Router: kept {len(selected)} of {len(names)} ({kept})", 110 + 30 * len(names))
-    fig.update_layout(legend=dict(orientation="h", y=-0.12, yanchor="top", x=0))
+    kept = [n for n in selected]
+    shown = ", ".join(kept[:3]) + (f" +{len(kept) - 3} more" if len(kept) > 3 else "")
+    fig = _layout(fig, f"Router: kept {len(kept)} of {len(names)}<br><span style='font-size:12px;color:#555'>"
+                       f"{shown or 'none'}</span>", 150 + 30 * len(names))  # two short lines: fit a phone
+    fig.update_layout(legend=dict(orientation="h", y=-0.16, yanchor="top", x=0), margin=dict(t=66))
+    fig.update_traces(textfont=dict(size=11), selector=dict(type="bar"))
     return fig
 
 
