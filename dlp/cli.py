@@ -305,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None, help="stop each method after this long (and save)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the fusion weights "
                    "(default: 2e-2 layerwise, 3e-3 token)")
-    p.add_argument("--balance", choices=("lines", "tokens"), default="lines",
-                   help="loss weights: every line of the answer alike (default; the short half and the hand-off "
-                        "count as much as the long half) or every token alike")
+    p.add_argument("--balance", choices=("tokens", "lines"), default="tokens",
+                   help="loss weights: every token alike (default), or every line of the answer alike (the short "
+                        "half and the hand-off count as much as the long half; measured worse, see README)")
     p.add_argument("--compose-only", action="store_true", help="only build (and cache) the composite examples")
     p.add_argument("--out", default=None, help="folder (default: the manifest's fusion path)")
     p.set_defaults(func=cmd_train_fusion)

@@ -59,7 +59,7 @@ def line_weights(tokenizer, labels: list[int]) -> list[float]:
 
 
 def training_rows(engine, method: str, examples: list[CompositeExample], max_len: int,
-                  balance: str = "lines") -> list[tuple]:
+                  balance: str = "tokens") -> list[tuple]:
     """(ids, labels, mixture, plan method, token weights) per example that the route lets ``method`` mix."""
     rows = []
     for ex in examples:
@@ -83,7 +83,7 @@ def weighted_reply_loss(model, batch: dict[str, torch.Tensor], weights: torch.Te
 def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir: Path | None, epochs: int = 2,
                  batch: int = 8, lr: float | None = None, max_len: int = 256, seed: int = 0,
                  max_seconds: float | None = None, progress: bool = True,
-                 balance: str = "lines") -> tuple[Learned, dict]:
+                 balance: str = "tokens") -> tuple[Learned, dict]:
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -167,5 +167,5 @@ def write_card(folder: Path, infos: dict[str, dict]) -> None:
                      "as much as the long half)." if info.get("balance") == "lines" else "."),
                   f"- Reproduce: `python -m dlp train-fusion --method {method} --n {info.get('n_per_kind', '?')} "
                   f"--epochs {info['epochs']} --max-len {info.get('max_len', 256)} --lr {info['lr']}"
-                  f"{' --balance tokens' if info.get('balance', 'tokens') == 'tokens' else ''}`", ""]
+                  f"{' --balance lines' if info.get('balance') == 'lines' else ''}`", ""]
     (Path(folder) / "README.md").write_text("\n".join(lines), encoding="utf-8")
