@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -74,6 +75,20 @@ def _peft_cat_setup_ms(engine: Engine, names: list[str]) -> float | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AMX / AVX-512 (kernels differ by machine: say which one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown"
+    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    extras = [f for f in ("amx_tile", "avx512f", "avx2") if f in flags]
+    return f"{name} ({', '.join(extras) or 'no AVX2'})"
+
+
 def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int = 3, cold: bool = True) -> dict:
     manifest = load_manifest(manifest_path)
     path = str(manifest.path)
@@ -129,7 +144,8 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
         "decode_tok_s": {k: round(statistics.median(v), 1) for k, v in rates.items()},
         "request_ms": {k: round(v, 1) for k, v in med.items()},
         "tokens": max_new_tokens, "repeats": repeats, "adapters_fused": list(fused),
-        "device": str(engine.device), "threads": torch.get_num_threads(), "n_adapters": len(engine.names),
+        "device": str(engine.device), "cpu": cpu_model(), "threads": torch.get_num_threads(),
+        "n_adapters": len(engine.names),
         "dtype": str(engine.model.dtype).replace("torch.", ""),
         "gpu": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else None,
     })
