@@ -38,7 +38,7 @@ def cmd_route(args) -> int:
 
     routing = Routing.from_manifest(load_manifest(args.manifest))
     for prompt in args.prompt:
-        r = routing.route(prompt, args.top_p, args.top_k, args.weighting)
+        r = routing.route(prompt, args.top_p, args.top_k, args.weighting, args.min_weight)
         probs = "  ".join(f"{n} {p:.3f}" for n, p in sorted(r.probs.items(), key=lambda kv: -kv[1]))
         sel = " + ".join(f"{n} x {w:.2f}" for n, w in r.selected.items())
         _emit(args, r.as_dict(), f"{prompt[:60]!r}\n  probs: {probs}\n  fused: {sel}   ({r.router_ms:.2f} ms)")
@@ -54,7 +54,8 @@ def _load_engine(args):
 
 def cmd_generate(args) -> int:
     engine = _load_engine(args)
-    update = engine.generate(args.prompt, args.mode, _options(args, engine), args.top_p, args.top_k, args.fusion)
+    update = engine.generate(args.prompt, args.mode, _options(args, engine), args.top_p, args.top_k, args.fusion,
+                             args.min_weight)
     col = update.as_dict()["columns"][0]
     _emit(args, {"mode": args.mode, "text": col["text"], "route": update.as_dict()["route"], "timing": col["timing"]},
           f"{col['text']}\n\n[{args.mode}] {_timing_line(col['timing'])}")
@@ -70,7 +71,8 @@ def cmd_compare(args) -> int:
     engine = _load_engine(args)
     last = None
     for last in engine.compare(args.prompt, args.top_p, args.top_k, args.singles, _options(args, engine),
-                               args.weighting, every=10_000, fusion=args.fusion, singles=args.single):
+                               args.weighting, every=10_000, fusion=args.fusion, singles=args.single,
+                               min_weight=args.min_weight):
         pass
     out = last.as_dict()
     if args.json:
@@ -248,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     routing = argparse.ArgumentParser(add_help=False)
     routing.add_argument("--top-p", type=float, default=None, help="keep adapters until their probability sum reaches P")
     routing.add_argument("--top-k", type=int, default=None, help="keep at most K adapters (0 = no cap)")
+    routing.add_argument("--min-weight", type=float, default=0.0,
+                         help="drop kept adapters whose fusion weight is under this (0 = the paper's plain top-p)")
     routing.add_argument("--weighting", choices=("renorm", "softmax"), default="renorm",
                          help="renorm: kept probabilities / their sum (paper); softmax: the original repo's code")
     gen = argparse.ArgumentParser(add_help=False)

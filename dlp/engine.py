@@ -147,8 +147,8 @@ class Engine:
         return self.visitors.scope(session)
 
     def route(self, prompt: str, top_p: float | None = None, top_k: int | None = None,
-              mode: str = "renorm", scope: Scope | None = None) -> RouteResult:
-        return (scope.routing if scope else self.routing).route(prompt, top_p, top_k, mode)
+              mode: str = "renorm", scope: Scope | None = None, min_weight: float = 0.0) -> RouteResult:
+        return (scope.routing if scope else self.routing).route(prompt, top_p, top_k, mode, min_weight)
 
     def check_mixture(self, mixture: dict[str, float], scope: Scope | None = None) -> dict[str, float]:
         """Adapter -> weight, returned keyed as the fused layers store the adapters; ``base`` is allowed (a
@@ -241,22 +241,23 @@ class Engine:
                 options: GenerationOptions | None = None, mode: str = "renorm",
                 every: int = 1, cancel: threading.Event | None = None,
                 scope: Scope | None = None, fusion: str = "renorm",
-                singles: list[str] | None = None) -> Iterator[CompareUpdate]:
+                singles: list[str] | None = None, min_weight: float = 0.0) -> Iterator[CompareUpdate]:
         """Route once, then base | single adapter(s) | fused (| fused by ``fusion``), streaming together."""
         options = check_options(options or self.default_options())
-        route = self.route(prompt, top_p, top_k, mode, scope)
+        route = self.route(prompt, top_p, top_k, mode, scope, min_weight)
         yield from self.stream(route.prompt, self.columns_for(route, n_single, fusion, singles), options, route,
                                every, cancel, scope)
 
     def generate(self, prompt: str, mode: str = "fused", options: GenerationOptions | None = None,
-                 top_p: float | None = None, top_k: int | None = None, fusion: str = "renorm") -> CompareUpdate:
+                 top_p: float | None = None, top_k: int | None = None, fusion: str = "renorm",
+                 min_weight: float = 0.0) -> CompareUpdate:
         """One column: ``base``, ``fused`` (routed, fused by ``fusion``), ``adapter:NAME`` or ``mix:NAME=W,...``
         (a manual mixture, weights as given); returns the final update."""
         route = None
         if mode == "base":
             column = Column("base", "Base model", {})
         elif mode == "fused":
-            route = self.route(prompt, top_p, top_k)
+            route = self.route(prompt, top_p, top_k, min_weight=min_weight)
             column = self.fused_column(route, fusion)
         elif mode.startswith("mix:"):
             from .export_mix import parse_mix

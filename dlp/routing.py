@@ -31,10 +31,14 @@ class RouteResult:
     top_p: float
     top_k: int
     mode: str
+    min_weight: float = 0.0  # kept adapters under this weight were dropped (0: the paper's plain top-p)
+    dropped: tuple[str, ...] = ()  # the adapters top-p kept that the minimum weight dropped
 
     def as_dict(self) -> dict:
         return {"prompt": self.prompt, "probs": {k: round(v, 6) for k, v in self.probs.items()},
-                "selected": {k: round(v, 6) for k, v in self.selected.items()}, "router_ms": round(self.router_ms, 3)}
+                "selected": {k: round(v, 6) for k, v in self.selected.items()}, "router_ms": round(self.router_ms, 3),
+                "top_p": self.top_p, "top_k": self.top_k, "mode": self.mode, "min_weight": self.min_weight,
+                "dropped": list(self.dropped)}
 
 
 class Routing:
@@ -75,13 +79,15 @@ class Routing:
         return out, (time.perf_counter() - start) * 1000
 
     def route(self, prompt: str, top_p: float | None = None, top_k: int | None = None,
-              mode: str = "renorm") -> RouteResult:
+              mode: str = "renorm", min_weight: float = 0.0) -> RouteResult:
         prompt = check_prompt(prompt)
         top_p = selection.check_top_p(self.defaults.top_p if top_p is None else top_p)
         top_k = selection.check_top_k(self.defaults.top_k if top_k is None else top_k)
         probs, ms = self.probs(prompt)
-        selected = selection.select(probs, self.names, top_p, top_k, mode)
-        return RouteResult(prompt, dict(zip(self.names, probs.tolist())), selected, ms, top_p, top_k, mode)
+        selected = selection.select(probs, self.names, top_p, top_k, mode, min_weight)
+        plain = selection.select(probs, self.names, top_p, top_k, mode) if min_weight else selected
+        return RouteResult(prompt, dict(zip(self.names, probs.tolist())), selected, ms, top_p, top_k, mode,
+                           float(min_weight), tuple(n for n in plain if n not in selected))
 
 
 MAX_PROMPT_CHARS = 12_000  # refused before tokenizing, so a huge paste costs nothing

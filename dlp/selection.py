@@ -66,8 +66,22 @@ def fusion_weights(probs: torch.Tensor, kept: list[int], mode: str = "renorm") -
     return {i: float(w) for i, w in zip(kept, weights)}
 
 
+def check_min_weight(w: float) -> float:
+    if not isinstance(w, (int, float)) or not 0.0 <= float(w) < 1.0:
+        raise DLPError(f"the minimum fusion weight must be in [0, 1), got {w}", hint="try 0.1, or 0 for plain top-p")
+    return float(w)
+
+
 def select(probs: torch.Tensor, names: list[str], top_p: float = 1.0, top_k: int = 0,
-           mode: str = "renorm") -> dict[str, float]:
-    """Name -> fusion weight for the kept adapters, in descending probability order."""
-    weights = fusion_weights(probs, kept_indices(probs, top_p, top_k), mode)
+           mode: str = "renorm", min_weight: float = 0.0) -> dict[str, float]:
+    """Name -> fusion weight for the kept adapters, in descending probability order.
+
+    ``min_weight`` > 0 departs from the paper's plain top-p: a kept adapter whose weight falls under it
+    is dropped and the rest are re-weighted (the most probable one always stays), so a tail at 0.03
+    does not join the mixture."""
+    kept = kept_indices(probs, top_p, top_k)
+    weights = fusion_weights(probs, kept, mode)
+    if check_min_weight(min_weight) > 0:
+        kept = [i for i in kept if weights[i] >= min_weight] or kept[:1]
+        weights = fusion_weights(probs, kept, mode)
     return {names[i]: w for i, w in weights.items()}

@@ -25,8 +25,11 @@ def test_route_json_lines(tiny_manifest):
               check_rc=0).stdout.strip().splitlines()
     assert len(out) == 2
     row = json.loads(out[0])
-    assert set(row) == {"prompt", "probs", "selected", "router_ms"}
-    assert abs(sum(row["selected"].values()) - 1) < 1e-5
+    assert {"prompt", "probs", "selected", "router_ms", "top_p", "min_weight", "dropped"} <= set(row)
+    assert abs(sum(row["selected"].values()) - 1) < 1e-5 and row["min_weight"] == 0.0 and row["dropped"] == []
+    floored = json.loads(dlp("route", "--manifest", str(tiny_manifest), "--json", "--top-p", "1.0", "--min-weight",
+                             "0.34", "what is two", check_rc=0).stdout)
+    assert len(floored["selected"]) < len(floored["probs"]) and floored["dropped"], "tails left out, and said so"
 
 
 def test_compare_and_generate_json(tiny_manifest):

@@ -60,3 +60,16 @@ def test_max_weighting_keeps_each_adapter_strength():
     w = fusion_weights(probs, [0, 1], "max")
     assert w[0] == pytest.approx(1.0) and w[1] == pytest.approx(0.9)
     assert fusion_weights(probs, [0], "max") == {0: pytest.approx(1.0)}
+
+
+def test_min_weight_drops_tails_and_reweights():
+    """A departure from plain top-p, off by default: tails under the minimum leave the mixture."""
+    probs = torch.tensor([0.80, 0.15, 0.04, 0.01])
+    names = ["a", "b", "c", "d"]
+    plain = select(probs, names, top_p=0.99)
+    assert list(plain) == ["a", "b", "c"]
+    floored = select(probs, names, top_p=0.99, min_weight=0.1)
+    assert list(floored) == ["a", "b"] and sum(floored.values()) == pytest.approx(1.0)
+    assert select(torch.tensor([0.4, 0.3, 0.3]), ["a", "b", "c"], top_p=1.0, min_weight=0.5) == {"a": 1.0}
+    with pytest.raises(DLPError):
+        select(probs, names, min_weight=1.5)

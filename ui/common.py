@@ -63,6 +63,10 @@ def run_line(prompt: str, settings: dict) -> str:
     parts = [f"top-p {settings['top_p']:.2f}"]
     if settings["top_k"]:
         parts.append(f"top-k {settings['top_k']}")
+    if settings.get("min_weight"):
+        parts.append(f"min weight {settings['min_weight']:.2f}")
+    if settings.get("loop_guard") is False:
+        parts.append("no loop guard")
     parts += [settings["weighting"], f"temperature {settings['temperature']:.2f}", f"seed {settings['seed']}",
               f"max {settings['max_new_tokens']} tokens"]
     return f"**On screen:** “{html.escape(text)}” · " + " · ".join(parts)
@@ -90,9 +94,14 @@ def weights_html(route: RouteResult, colors: dict[str, str]) -> str:
         f"<td><div style='background:{colors.get(n, '#888')};height:10px;width:{min(100, int(w * 100))}%'></div></td></tr>"
         for n, w in route.selected.items()
     )
+    floor = f", min weight {route.min_weight:.2f}" if route.min_weight else ""
+    dropped = (f"<p class='col-timing'>Kept by top-p but under the minimum weight, so left out: "
+               f"{', '.join(html.escape(n) for n in route.dropped)} (set the minimum to 0 for the paper's plain "
+               f"top-p).</p>" if route.dropped else "")
     return (f"<p><b>Fusion weights as applied</b> (top-p {route.top_p:.2f}"
-            f"{f', top-k {route.top_k}' if route.top_k else ''}, {route.mode}) · router {route.router_ms:.2f} ms</p>"
-            f"<table class='weights-table'><tr><th>adapter</th><th>p</th><th>weight</th><th></th></tr>{rows}</table>")
+            f"{f', top-k {route.top_k}' if route.top_k else ''}{floor}, {route.mode}) · router {route.router_ms:.2f} ms</p>"
+            f"<table class='weights-table'><tr><th>adapter</th><th>p</th><th>weight</th><th></th></tr>{rows}</table>"
+            + dropped)
 
 
 def _rate(t: dict) -> str:

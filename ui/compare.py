@@ -36,7 +36,7 @@ SCROLL_TO_ANSWERS = """(n) => { setTimeout(() => { const el = document.getElemen
 }, 250); return n; }"""
 PRESENTER = "(on) => { document.body.classList.toggle('presenter', on); }"
 SHARE_KEYS = ("prompt", "top_p", "top_k", "weighting", "temperature", "max_new_tokens", "seed", "n_single", "fusion",
-              "loop_guard")
+              "loop_guard", "min_weight")
 SHARE_LINK = f"""(...v) => {{ const keys = {list(SHARE_KEYS)}; const u = new URL(window.location.href); u.search = '';
   keys.forEach((k, i) => u.searchParams.set(k, typeof v[i] === 'boolean' ? (v[i] ? '1' : '0') : v[i]));
   u.searchParams.set('run', '1'); return u.toString(); }}"""
@@ -100,13 +100,13 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             f"(**{', '.join(kept)}**) falls when the word is removed. Most telling: {best or 'no single word stands out'}.")
 
     # ---- handlers ------------------------------------------------------------------------------
-    def route_only(prompt, top_p, top_k, weighting, last_run=None, request: gr.Request = None):
+    def route_only(prompt, top_p, top_k, weighting, last_run=None, min_weight=0.0, request: gr.Request = None):
         """Routing only (no generation), so moving top-p updates the chart at once."""
         if not (prompt or "").strip():
             return gr.skip(), gr.skip()
         try:
             scope = engine.scope(session_of(request))
-            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting, scope)
+            route = engine.route(prompt, float(top_p), parse_top_k(top_k), weighting, scope, float(min_weight or 0))
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             return gr.skip(), gr.skip()
@@ -114,14 +114,14 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         shades = {**colors, **scope.colors}
         return router_chart(route.probs, route.selected, shades, route.top_p), weights_html(route, shades) + note
 
-    def route_button(prompt, top_p, top_k, weighting, last_run=None, request: gr.Request = None):
+    def route_button(prompt, top_p, top_k, weighting, last_run=None, min_weight=0.0, request: gr.Request = None):
         if not (prompt or "").strip():
             gr.Warning("The prompt is empty: type a question, or pick one of the examples")
             return gr.skip(), gr.skip()
-        return route_only(prompt, top_p, top_k, weighting, last_run, request)
+        return route_only(prompt, top_p, top_k, weighting, last_run, min_weight, request)
 
     def compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, scope,
-                       cancel=None, fusion="renorm", loop_guard=True, chosen=None):
+                       cancel=None, fusion="renorm", loop_guard=True, chosen=None, min_weight=0.0):
         """The Compare outputs per streamed update (chart, weights, base, 3 singles, fused, learned, timing)."""
         options = parse_options(temperature, max_new_tokens, seed, loop_guard)
         if chosen and len(chosen) > MAX_SINGLES:
@@ -131,7 +131,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         first = True
         for update in engine.compare(prompt, float(top_p), parse_top_k(top_k), int(n_single), options, weighting,
                                      every=2, cancel=cancel, scope=scope, fusion=fusion or "renorm",
-                                     singles=list(chosen or []) or None):
+                                     singles=list(chosen or []) or None, min_weight=float(min_weight or 0)):
             cols = update.as_dict()["columns"]
             base, singles, fused, learned = split_columns(cols)
             done = update.state.finished
@@ -158,12 +158,13 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                    timing_table(cols), timing], update
 
     def run_compare(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
-                    fusion="renorm", loop_guard=True, chosen=None, request: gr.Request = None):
+                    fusion="renorm", loop_guard=True, chosen=None, min_weight=0.0, request: gr.Request = None):
         """The API endpoint: errors are raised, as API callers expect."""
         try:
             scope = engine.scope(session_of(request))
             for outs, _ in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single,
-                                          scope, fusion=fusion, loop_guard=loop_guard, chosen=chosen):
+                                          scope, fusion=fusion, loop_guard=loop_guard, chosen=chosen,
+                                          min_weight=min_weight):
                 yield outs
         except Exception as exc:  # noqa: BLE001
             raise user_error(exc) from None
@@ -223,14 +224,15 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True), *gate_views]
 
     def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion,
-                       loop_guard, chosen, request: gr.Request):
+                       loop_guard, chosen, min_weight, request: gr.Request):
         """The page: one run per visitor (a new Run stops the old one), errors as one message with the
         outputs left as they were, and the run's prompt and settings shown above its answers. Stop only
         raises the run's flag: the run ends within a token and finishes like any run, marked "(stopped)"."""
         cancel = armed_run(request)
         settings = {"prompt": (prompt or "").strip(), "top_p": top_p, "top_k": top_k, "weighting": weighting,
                     "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens, "fusion": fusion,
-                    "loop_guard": loop_guard is not False, "single_columns": list(chosen or []) or "router's kept set"}
+                    "loop_guard": loop_guard is not False, "single_columns": list(chosen or []) or "router's kept set",
+                    "min_weight": float(min_weight or 0)}
         skip_extra = [gr.skip()] * (len(extra_outputs))
         # The last run's diffs, shading and download describe other answers: gone once the new run shows.
         cleared = [*[gr.HighlightedText(value=None, visible=False)] * len(diffs), "",
@@ -240,7 +242,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             scope = engine.scope(session_of(request))
             first, last, last_outs = True, None, None
             for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
-                                               n_single, scope, cancel, fusion, loop_guard, chosen):
+                                               n_single, scope, cancel, fusion, loop_guard, chosen, min_weight):
                 if first:
                     settings["top_k"] = update.route.top_k
                     why, why_md = explain_route(update.route, scope)
@@ -277,7 +279,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                 choice("weighting", ("renorm", "softmax")), number("temperature", float, 0.0, 1.5),
                 number("max_new_tokens", int, 1, 512), number("seed", int, 0, 2**31 - 1),
                 number("n_single", int, 0, min(MAX_SINGLES, len(names))), choice("fusion", methods),
-                {"1": True, "0": False}.get(q.get("loop_guard"), gr.skip()),
+                {"1": True, "0": False}.get(q.get("loop_guard"), gr.skip()), number("min_weight", float, 0.0, 0.5),
                 q.get("run") == "1" and bool(q.get("prompt"))]
 
     # ---- layout --------------------------------------------------------------------------------
@@ -305,6 +307,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                             f"routing and fusion at work.", elem_classes="col-timing")
         with gr.Column(scale=2):
             top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p (router)", elem_id="top-p")
+            min_weight = gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="minimum fusion weight", elem_id="min-weight",
+                                   info="a kept adapter under this weight is left out (0 = the paper's plain top-p)")
             methods = ["renorm", "sum", *engine.learned.available()]
             fusion = gr.Radio([(METHOD_LABELS[m], m) for m in methods], elem_id="fusion",
                               value="token" if "token" in methods else "renorm", label="second fused column",
@@ -382,7 +386,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
     outputs = [router_plot, weights, out_base, t_base, *single_boxes, *single_cols, out_fused, t_fused, learned_col,
                out_learned, t_learned, timing_md, timing_plot]
     extra_outputs = [*diffs, gain_md, gain, export, gate_box, gate_view, gate_plot]
-    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single, fusion, loop_guard, chosen]
+    run_inputs = [*route_inputs, temperature, max_new_tokens, seed, n_single, fusion, loop_guard, chosen, min_weight]
     # One run per visitor: Run raises the flag of the run on screen (its thread ends within a token) and arms
     # a new one; Stop raises the flag and the run ends cleanly, partial text, diffs and record included.
     # The new run waits (always_last) for the old one. Gradio's own `cancels` is not used: it kills the
@@ -404,12 +408,13 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                     api_name=False, show_progress="hidden")
     fusion.change(lambda f: gr.Column(visible=f != "renorm"), fusion, learned_col, api_name=False,
                   show_progress="hidden")
-    route_btn.click(route_button, [*route_inputs, last_run], [router_plot, weights], api_name=False)
-    for control in (top_p, weighting):
-        control.change(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False,
+    route_btn.click(route_button, [*route_inputs, last_run, min_weight], [router_plot, weights], api_name=False)
+    for control in (top_p, weighting, min_weight):
+        control.change(route_only, [*route_inputs, last_run, min_weight], [router_plot, weights], api_name=False,
                        concurrency_limit=4, show_progress="hidden", trigger_mode="always_last")
-    top_k.submit(route_only, [*route_inputs, last_run], [router_plot, weights], api_name=False)
-    shared_inputs = [prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion, loop_guard]
+    top_k.submit(route_only, [*route_inputs, last_run, min_weight], [router_plot, weights], api_name=False)
+    shared_inputs = [prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion, loop_guard,
+                     min_weight]
     run_on_open = gr.State(False)
     demo.load(prefill, None, [*shared_inputs, run_on_open], api_name=False) \
         .then(lambda n, go_now: (n or 0) + 1 if go_now else gr.skip(), [go, run_on_open], go, api_name=False)
