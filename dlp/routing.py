@@ -97,7 +97,8 @@ def check_prompt(prompt) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise DLPError("The prompt is empty", hint="type a question, or pick one of the examples")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise DLPError(f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}",
+        raise DLPError(f"The prompt is {len(prompt):,} characters long, over the {MAX_PROMPT_CHARS:,}-character "
+                       f"limit (prompts are also limited in tokens: about 3 characters of English each)",
                        hint="shorten it")
     return prompt.strip()
 

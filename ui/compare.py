@@ -18,6 +18,7 @@ import gradio as gr
 
 from dlp.charts import gate_chart, router_chart, timing_chart
 from dlp.errors import DLPError
+from dlp.routing import MAX_PROMPT_CHARS
 from dlp.explain import token_gain, top_words, word_diff, word_occlusion
 from dlp.fusion_methods import LABELS as METHOD_LABELS
 
@@ -289,7 +290,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
                                 info=f"Up to {d.max_prompt_tokens:,} tokens (about {3 * d.max_prompt_tokens:,} "
-                                     f"characters of English); longer prompts are refused, never cut.",
+                                     f"characters of English; over {MAX_PROMPT_CHARS:,} characters is refused before "
+                                     f"counting); longer prompts are refused, never cut.",
                                 placeholder="Ask a math question, ask for a Python function, a French translation, "
                                             "a review's sentiment, a science quiz answer, or paste a passage or an "
                                             "abstract… or just say hello.")
