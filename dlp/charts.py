@@ -137,14 +137,18 @@ def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.F
 def confusion_chart(labels: list[str], matrix: list[list[int]]) -> go.Figure:
     """The router's held-out confusion matrix, each row as shares of its true label."""
     shares = [[v / max(1, sum(row)) for v in row] for row in matrix]
-    fig = go.Figure(go.Heatmap(z=shares, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+    # No colour bar and no y-axis title: on a phone they took half the width from the cells (the shade is the
+    # share of the row, the number the count, both said in the subtitle).
+    fig = go.Figure(go.Heatmap(z=shares, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1, showscale=False,
                                text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}",
-                               colorbar=dict(thickness=12, title=dict(text="share of row", side="right")),
+                               textfont=dict(size=10),
                                hovertemplate="true %{y}, routed to %{x}: %{z:.1%}<extra></extra>"))
     # upright labels: slanted ones ran into each other on a phone
     fig.update_xaxes(title="router's top-1", tickangle=-90, tickmode="array", tickvals=labels, tickfont=dict(size=11))
-    fig.update_yaxes(title="true label", autorange="reversed")
-    return _layout(fig, "Router on held-out prompts (counts)", 150 + 34 * len(labels))
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=11))
+    fig = _layout(fig, "Router on held-out prompts<br><span style='font-size:12px;color:#555'>rows: true label · "
+                       "counts, shaded by share of the row</span>", 170 + 34 * len(labels))
+    return fig.update_layout(margin=dict(t=66))
 
 
 def sweep_chart(weights: list[float], like_a: list[float], like_b: list[float], a: str, b: str,
