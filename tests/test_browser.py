@@ -22,15 +22,21 @@ def _browser(p):
         "--disable-component-update", "--disable-sync"])
 
 
+def _open(browser, url, width, height):
+    """A page at this size with the app loaded (the prompt box is there)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url, wait_until="load")
+    page.locator("#prompt textarea").wait_for(timeout=30_000)
+    return page
+
+
 def test_type_run_and_see_everything(tiny_app_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = _browser(p)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(tiny_app_url, wait_until="load")
-            page.locator("#prompt textarea").wait_for(timeout=30_000)
+            page = _open(browser, tiny_app_url, 1400, 1300)
             page.locator("#prompt textarea").fill("what is the sum of two and three apples")
             page.locator("#run").click()
             for box in ("#out-base", "#out-single", "#out-fused"):
@@ -109,9 +115,7 @@ def test_answers_in_view_and_a_share_link_that_reruns(tiny_app_url):
     with sync_playwright() as p:
         browser = _browser(p)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.goto(tiny_app_url, wait_until="load")
-            page.locator("#prompt textarea").wait_for(timeout=30_000)
+            page = _open(browser, tiny_app_url, 1500, 1000)
             page.locator("#prompt textarea").fill("how many apples are left")
             page.locator("#top-p input[type=number]").fill("0.5")
             page.locator("#top-p input[type=number]").press("Enter")

@@ -152,8 +152,8 @@ def on_page(handler, n_outputs: int):
 
 
 def stopped_mark(update, i: int) -> str:
-    """" (stopped)" for a row that Stop cut short (a row that had already ended keeps its own line),
-    " (stopped: repeating)" for one the loop guard ended."""
+    """The mark after row ``i``'s timing line: "(stopped)" if Stop cut it short (a row that had already
+    ended keeps its own line), "(stopped: repeating)" if the loop guard ended it."""
     state = update.state
     if state.repeating and state.repeating[i]:
         return " (stopped: repeating)"
