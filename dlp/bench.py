@@ -104,23 +104,32 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     prompt = prompts[0]
     route = engine.route(prompt)
     ranked = sorted((n for n in route.probs if n != "base"), key=lambda n: -route.probs[n])  # real adapters only
-    top, second = ranked[0], ranked[1 % len(ranked)]
+    top, second, third = ranked[0], ranked[1 % len(ranked)], ranked[2 % len(ranked)]
     fused = {top: 0.6, second: 0.4}  # always two adapters: the cost that fusion adds
-    cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused]}
+    cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused],
+             "five": [{}, {top: 1.0}, {second: 1.0}, {third: 1.0}, fused]}
+    stock = ("single", "compare", "five")  # also timed on nn.Linear everywhere (DLP_CPU_KERNEL=stock), same run
     methods = ["sum", *engine.learned.available()]  # each fusion method on the same two adapters, one row
     for m in methods:
         cases[f"fused_{m}"] = [method_mixture(m, fused)]
     options = GenerationOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
-    for mixtures in cases.values():  # warm-up
+    runs = [(k, m, True) for k, m in cases.items()] + \
+        ([(f"{k}_stock", cases[k], False) for k in stock] if engine.kernels is not None else [])
+    for _, mixtures, kernels in runs:  # warm-up
+        engine.use_cpu_kernels(kernels)
         _time_case(engine, prompt, mixtures, GenerationOptions(max_new_tokens=4, min_new_tokens=4))
-    walls: dict[str, list[float]] = {k: [] for k in cases}
-    rates: dict[str, list[float]] = {k: [] for k in cases}
+    walls: dict[str, list[float]] = {k: [] for k, _, _ in runs}
+    rates: dict[str, list[float]] = {k: [] for k, _, _ in runs}
     for _ in range(repeats):
-        for key, mixtures in cases.items():
+        for key, mixtures, kernels in runs:
+            engine.use_cpu_kernels(kernels)
             ms, rate = _time_case(engine, prompt, mixtures, options)
             walls[key].append(ms)
             rates[key].append(rate)
+    engine.use_cpu_kernels(True)
     med = {k: statistics.median(v) for k, v in walls.items()}
+    for k in stock:  # no measured kernel on this machine: the stock path is the path
+        med.setdefault(f"{k}_stock", med[k])
 
     router_ms = []
     for i in range(200):
@@ -136,6 +145,11 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
         "fused_over_single": round(med["fused"] / med["single"], 3),
         "single_over_base": round(med["single"] / med["base"], 3),
         "compare_over_single": round(med["compare"] / med["single"], 3),
+        "five_over_single": round(med["five"] / med["single"], 3),
+        "single_speedup_vs_stock": round(med["single_stock"] / med["single"], 3),
+        "compare_speedup_vs_stock": round(med["compare_stock"] / med["compare"], 3),
+        "five_speedup_vs_stock": round(med["five_stock"] / med["five"], 3),
+        "cpu_kernels": engine.kernels.as_dict() if engine.kernels is not None else None,
         "method_over_renorm": {m: round(med[f"fused_{m}"] / med["fused"], 3) for m in methods},
         "router_ms_p50": round(statistics.median(router_ms), 3),
         "fusion_setup_ms": round(statistics.median(setup), 3),

@@ -146,7 +146,8 @@ def cmd_train_fusion(args) -> int:
 
     for m in [m for m in methods if m != "lora"]:
         _, info = train_fusion(engine, m, examples, out, epochs=args.epochs, max_len=args.max_len,
-                               max_seconds=args.max_seconds, lr=args.lr, balance=args.balance)
+                               max_seconds=args.max_seconds, lr=args.lr, balance=args.balance,
+                               prior_strength=args.gate_prior, with_base=args.gate_base)
         _emit(args, {k: v for k, v in info.items() if k != "log"},
               f"{m}: loss {info['first_loss']:.3f} -> {info['final_loss']:.3f} in {info['train_seconds']} s -> {out}")
         write_card(out, {n: json.loads((out / f).read_text()) for n, f in
@@ -312,12 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", choices=("tokens", "lines"), default="tokens",
                    help="loss weights: every token alike (default), or every line of the answer alike (the short "
                         "half and the hand-off count as much as the long half; measured worse, see README)")
+    p.add_argument("--gate-prior", type=float, default=0.0,
+                   help="token gate: how much of the router's log-weights its logits start from (1: a zero gate is "
+                        "renorm; 0, default: the router only picks the adapters, the gate sets the mix)")
+    p.add_argument("--gate-base", action="store_true",
+                   help="token gate: the base model (no LoRA) is always one of its options, kept by the router or not")
     p.add_argument("--compose-only", action="store_true", help="only build (and cache) the composite examples")
     p.add_argument("--out", default=None, help="folder (default: the manifest's fusion path)")
     p.set_defaults(func=cmd_train_fusion)
     p = sub.add_parser("train-router", parents=[common], help="train the router on the tasks' prompts")
     p.add_argument("--per-task", type=int, default=1200, help="training prompts per task and phrasing seed")
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--embed-init", choices=("random", "base", "base-frozen"), default="random",
+                   help="start the router's token table from the base model's input embeddings (projected to "
+                        "its width) instead of random numbers; base-frozen keeps it there (only the pooling "
+                        "weights and the MLP learn)")
     p.add_argument("--out", default=None, help="folder (default: the manifest's router path)")
     p.set_defaults(func=cmd_train_router)
     p = sub.add_parser("add-adapter", parents=[common], help="add your PEFT LoRA and teach the router from examples")

@@ -59,14 +59,25 @@ def french_half(kind: str, french: str, ref: dict) -> str:
     return french
 
 
-def compose(kind: str, french: str, ref: dict) -> str:
-    """The whole answer in ``kind``'s fixed format (see the module's docstring)."""
+def compose(kind: str, french: str, ref: dict, sep: str = "\n") -> str:
+    """The whole answer in ``kind``'s fixed format (see the module's docstring); ``sep`` between the halves."""
     french = french_half(kind, french, ref)
     if kind == "translate_fr+sentiment":
-        return f"{ref['label']}\n{french}"
+        return f"{ref['label']}{sep}{french}"
     if kind == "reading_qa+translate_fr":
-        return f"{ref['answers'][0].rstrip('.')}\n{french}"
+        return f"{ref['answers'][0].rstrip('.')}{sep}{french}"
     return french
+
+
+def separator(prompt: str, split: str) -> str:
+    """Training answers break between their halves with one line break or, for half of them, a blank line.
+
+    The model often writes a blank line there. A gate taught only "label\n" then French meets
+    "label\n\n" in its own answers, a state it never saw, and lets the first adapter go on:
+    "positive\n\npositive\n\npositive" was the token gate's commonest failure on held-out reviews."""
+    from .tasks import _bucket
+
+    return "\n\n" if split == "train" and _bucket("sep:" + prompt) < 50 else "\n"
 
 
 def _items(kind: str, split: str, n: int, seed: int):
@@ -116,7 +127,7 @@ def build(engine, kind: str, split: str, n: int, seed: int = 0, cache: Path | No
         with open(path, "a", encoding="utf-8") as fh:
             fh.writelines(json.dumps({"en": e, "fr": f}, ensure_ascii=False) + "\n" for e, f in new.items())
     known.update(new)
-    return [CompositeExample(kind, i.prompt, compose(kind, known[e], i.ref),
+    return [CompositeExample(kind, i.prompt, compose(kind, known[e], i.ref, separator(i.prompt, split)),
                              {**i.ref, "french": french_half(kind, known[e], i.ref)})
             for i, e in zip(items, english)]
 

@@ -17,13 +17,14 @@ from typing import Iterator
 import torch
 
 from .adapters import AdapterInfo, read_adapter, resolve_folder
-from .base_model import LoadedBase, load_base
+from .base_model import LoadedBase, cache_root, load_base
 from .errors import DLPError
 from .everyday import BASE
 from .fusion import add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
 from .fusion_methods import LABELS as METHOD_LABELS, check_method, method_mixture
 from .learned_fusion import install_gate_hooks, load as load_learned
 from .generation import GenerationOptions, StreamState, stream_generate
+from .cpu_kernels import choose as choose_kernels
 from .lm_head import speed_up_head
 from .manifest import Manifest, load_manifest, name_problem
 from .router import load_router
@@ -103,9 +104,18 @@ class Engine:
         self.visitors = SessionAdapters(self)
         self.learned = load_learned(manifest.fusion_path, self.device)
         install_gate_hooks(self.model)
+        self.kernels = choose_kernels(list(fused_layers(self.model).values()), cache_root()) \
+            if self.device.type == "cpu" else None
+        self.use_cpu_kernels(True)
         if router is not None:
             self.routing.probs("warm-up")  # the first call pays one-off allocation; keep it out of visitors' timings
         self.load_seconds = time.perf_counter() - started
+
+    def use_cpu_kernels(self, on: bool) -> None:
+        """Measured CPU kernels (:mod:`dlp.cpu_kernels`) on, or every projection on ``nn.Linear`` (the bench's
+        stock path). Set once at start-up and by the bench, never per request."""
+        for layer in fused_layers(self.model).values():
+            layer.kernels = self.kernels if on else None
 
     @classmethod
     def from_manifest(cls, path: str | Path | None = None) -> "Engine":

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+BASE = "base"  # dlp.manifest.RESERVED: the router's "no adapter" label
 _ACTIVE_PLAN: contextvars.ContextVar["FusionPlan | None"] = contextvars.ContextVar("dlp_fusion_plan", default=None)
 
 
@@ -41,6 +42,8 @@ class FusedLoRALinear(nn.Module):
         self.base = base
         self.key = key  # the module's dotted name, how plans find this layer
         self.loras: dict[str, LoRAWeights] = {}
+        self.packed: torch.Tensor | None = None  # oneDNN's prepacked base weight (dlp.cpu_kernels), CPU only
+        self.kernels = None  # dlp.cpu_kernels.KernelTable: the row counts that use ``packed``; None = nn.Linear
 
     @property
     def in_features(self) -> int:
@@ -54,8 +57,14 @@ class FusedLoRALinear(nn.Module):
     def weight(self) -> torch.Tensor:  # some code reads .weight.dtype / .device from projections
         return self.base.weight
 
+    def _base(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels is not None and self.packed is not None and x.dtype == torch.float32 \
+                and not torch.is_grad_enabled() and self.kernels.use_packed(x.numel() // x.shape[-1]):
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.base.bias, "none", [], "")
+        return self.base(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)  # (rows, T, out)
+        y = self._base(x)  # (rows, T, out)
         plan = _ACTIVE_PLAN.get()
         if plan is None:
             return y
@@ -154,6 +163,9 @@ def build_plan(layers: dict[str, FusedLoRALinear], mixtures: list[dict[str, floa
     methods = methods or ["renorm"] * len(mixtures)
     layerwise = [m == "layerwise" for m in methods]
     gated = [m == "token" for m in methods]
+    gate = learned.token if learned is not None else None
+    with_base = any(gated) and gate is not None and gate.with_base and BASE not in used
+    gate_names = used + [BASE] * with_base  # the gate's options; "base" has no LoRA: weight on it shrinks the rest
     spread: dict[str, torch.Tensor] = {}
     with _LOCK:
         for key, layer in layers.items():
@@ -175,22 +187,24 @@ def build_plan(layers: dict[str, FusedLoRALinear], mixtures: list[dict[str, floa
                 rows = torch.tensor(layerwise, device=coef.device)[:, None]
                 coef = torch.where(rows, coef * per_column[None, :], coef)
             if any(gated):
-                s = torch.zeros(len(used), sum(ranks), dtype=A_cat.dtype)
+                s = torch.zeros(len(gate_names), sum(ranks), dtype=A_cat.dtype)
                 col = 0
                 for n, l, r in zip(names, loras, ranks):
-                    s[used.index(n), col : col + r] = l.scale
+                    s[gate_names.index(n), col : col + r] = l.scale
                     col += r
                 spread[key] = (layer_index(key), s.to(coef.device))
             packed[key] = (A_cat, B_cat, coef)
     token = None
     if any(gated):
-        if learned is None or learned.token is None:
+        if gate is None:
             raise ValueError("a token-gated row needs a trained token gate")
         dev = device or next(iter(packed.values()))[0].device
-        prior = torch.tensor([[mix.get(n, 0.0) for n in used] for mix in mixtures], dtype=torch.float32)
-        prior = torch.where(prior > 0, prior.clamp_min(1e-30).log(), torch.full_like(prior, float("-inf")))
+        prior = torch.tensor([[mix.get(n, 1.0 if with_base and n == BASE else 0.0) for n in gate_names]
+                              for mix in mixtures], dtype=torch.float32)
+        prior = torch.where(prior > 0, gate.prior_strength * prior.clamp_min(1e-30).log(),
+                            torch.full_like(prior, float("-inf")))
         prior[~torch.tensor(gated)] = 0.0  # ungated rows: never read, but no all -inf row (NaN)
-        token = TokenPlan(learned.token, used, prior.to(dev), torch.tensor(gated, device=dev), spread, {})
+        token = TokenPlan(gate, gate_names, prior.to(dev), torch.tensor(gated, device=dev), spread, {})
     return FusionPlan(mixtures, packed, token)
 
 

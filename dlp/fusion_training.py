@@ -26,12 +26,13 @@ from .training import _batch, bf16_autocast, encode, reply_loss
 DEFAULT_LR = {"layerwise": 2e-2, "token": 3e-3}
 
 
-def new_module(method: str, labels: list[str], model) -> LayerwiseWeights | TokenGate:
+def new_module(method: str, labels: list[str], model, prior_strength: float = 1.0,
+               with_base: bool = False) -> LayerwiseWeights | TokenGate:
     n_layers = len(decoder_layers(model))
     if method == "layerwise":
         return LayerwiseWeights(labels, n_layers)
     if method == "token":
-        return TokenGate(labels, n_layers, model.config.hidden_size)
+        return TokenGate(labels, n_layers, model.config.hidden_size, prior_strength, with_base)
     raise ValueError(f"no learned fusion called '{method}'")
 
 
@@ -83,13 +84,14 @@ def weighted_reply_loss(model, batch: dict[str, torch.Tensor], weights: torch.Te
 def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir: Path | None, epochs: int = 2,
                  batch: int = 8, lr: float | None = None, max_len: int = 256, seed: int = 0,
                  max_seconds: float | None = None, progress: bool = True,
-                 balance: str = "tokens") -> tuple[Learned, dict]:
+                 balance: str = "tokens", prior_strength: float = 1.0,
+                 with_base: bool = False) -> tuple[Learned, dict]:
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     model = engine.model
     model.requires_grad_(False)
-    module = new_module(method, [*engine.names, BASE], model).to(engine.device)
+    module = new_module(method, [*engine.names, BASE], model, prior_strength, with_base).to(engine.device)
     learned = Learned(**{("layerwise" if method == "layerwise" else "token"): module})
     rows = training_rows(engine, method, examples, max_len, balance)
     if not rows:
@@ -131,7 +133,7 @@ def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir:
             break
     bar.close()
     module.requires_grad_(False)
-    info = {"method": method, "balance": balance, "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
+    info = {"method": method, "balance": balance, **({"prior_strength": prior_strength, "with_base": with_base} if method == "token" else {}), "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
             "kinds": sorted({e.kind for e in examples}), "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
             "max_len": max_len, "n_per_kind": len(examples) // max(1, len({e.kind for e in examples})),
             "steps_done": len(log), "train_seconds": round(time.perf_counter() - start, 1),
@@ -155,8 +157,12 @@ def write_card(folder: Path, infos: dict[str, dict]) -> None:
     for method, info in infos.items():
         what = ("one weight per layer and adapter (LoRA Soups' CAT), initialised at 1 (= sum)"
                 if method == "layerwise" else
-                "a linear gate per layer over the RMS-normalised hidden state entering the layer; its logits are "
-                "added to the log of the router's weights (a zero gate is DLP's renorm), softmax over the kept set")
+                "a linear gate per layer over the RMS-normalised hidden state entering the layer, softmax over the "
+                "kept set; " + ("its logits are added to the log of the router's weights (a zero gate is DLP's renorm)"
+                                if info.get("prior_strength", 1.0) == 1.0 else
+                                f"its logits start from {info['prior_strength']:g} x the log of the router's weights "
+                                "(the router picks the adapters, the gate sets the mix)")
+                + ("; the base model (no LoRA) is always one of its options" if info.get("with_base") else ""))
         lines += [f"## `{method}` ({LAYERWISE_NAME if method == 'layerwise' else TOKEN_NAME})", "",
                   f"- {what}.",
                   f"- {info['n_examples']} examples ({info['n_skipped']} skipped: the router kept one adapter) of "
@@ -167,5 +173,7 @@ def write_card(folder: Path, infos: dict[str, dict]) -> None:
                      "as much as the long half)." if info.get("balance") == "lines" else "."),
                   f"- Reproduce: `python -m dlp train-fusion --method {method} --n {info.get('n_per_kind', '?')} "
                   f"--epochs {info['epochs']} --max-len {info.get('max_len', 256)} --lr {info['lr']}"
-                  f"{' --balance lines' if info.get('balance') == 'lines' else ''}`", ""]
+                  f"{' --balance lines' if info.get('balance') == 'lines' else ''}"
+                  f"{' --gate-prior ' + format(info.get('prior_strength', 1.0), 'g') if method == 'token' else ''}"
+                  f"{' --gate-base' if info.get('with_base') else ''}`", ""]
     (Path(folder) / "README.md").write_text("\n".join(lines), encoding="utf-8")

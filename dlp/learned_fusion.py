@@ -7,8 +7,12 @@ examples (``python -m dlp train-fusion``) over the frozen model and frozen adapt
 - :class:`LayerwiseWeights` (LoRA Soups' CAT, arXiv 2410.13025): one weight per layer and adapter. Still
   fixed for the whole answer, so a request costs what DLP's does.
 - :class:`TokenGate` (LoRA-Flow, arXiv 2402.11455): a linear gate per layer reads the hidden state entering
-  the layer and re-weighs the kept adapters at every token. It adds the router's log-weights to its
-  logits, so a zero gate is exactly DLP's ``renorm`` and training learns a correction to it.
+  the layer and re-weighs the kept adapters at every token. It adds ``prior_strength`` times the router's
+  log-weights to its logits: at 1 a zero gate is exactly DLP's ``renorm`` and training learns a
+  correction to it; at 0 the router only says which adapters take part and the gate sets the whole mix
+  (a skewed route, translate_fr 0.89 + sentiment 0.11, then no longer hides the second skill). With
+  ``with_base`` the base model is always one of its options: after a SQuAD span both adapters stop,
+  while the base model goes on to a new line.
 
 Both know the adapters by name (``labels``, with ``base`` as a zero LoRA the gate can turn to); an adapter
 they never saw gets weight 1 (layerwise) or no correction (token). The router's top-p set still says
@@ -46,9 +50,12 @@ class LayerwiseWeights(nn.Module):
 
 
 class TokenGate(nn.Module):
-    def __init__(self, labels: list[str], n_layers: int, hidden: int):
+    def __init__(self, labels: list[str], n_layers: int, hidden: int, prior_strength: float = 1.0,
+                 with_base: bool = False):
         super().__init__()
         self.labels = list(labels)
+        self.prior_strength = float(prior_strength)  # how much of the router's log-weights the logits start from
+        self.with_base = bool(with_base)  # "base" (no LoRA) is always an option, kept by the router or not
         self.weight = nn.Parameter(torch.zeros(n_layers, len(labels), hidden))
         self.bias = nn.Parameter(torch.zeros(n_layers, len(labels)))
 
@@ -113,7 +120,10 @@ def save(module: LayerwiseWeights | TokenGate, folder: Path, info: dict) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     name = LAYERWISE_FILE if isinstance(module, LayerwiseWeights) else TOKEN_FILE
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(tensors, str(folder / name), metadata={"labels": json.dumps(module.labels)})
+    meta = {"labels": json.dumps(module.labels)}
+    if isinstance(module, TokenGate):
+        meta.update(prior_strength=str(module.prior_strength), with_base=json.dumps(module.with_base))
+    save_file(tensors, str(folder / name), metadata=meta)
     (folder / (name.split(".")[0] + ".json")).write_text(json.dumps({"labels": module.labels, **info}, indent=1))
     return folder / name
 
@@ -130,12 +140,14 @@ def load(folder: Path | None, device: torch.device | None = None) -> Learned:
         if not path.is_file():
             continue
         with safe_open(str(path), "pt") as fh:
-            labels = json.loads(fh.metadata()["labels"])
+            meta = fh.metadata()
+            labels = json.loads(meta["labels"])
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         if name == LAYERWISE_FILE:
             module = LayerwiseWeights(labels, tensors["alpha"].shape[0])
         else:
-            module = TokenGate(labels, *tensors["weight"].shape[::2])
+            module = TokenGate(labels, *tensors["weight"].shape[::2], float(meta.get("prior_strength", 1.0)),
+                               json.loads(meta.get("with_base", "false")))
         module.load_state_dict(tensors)
         module.requires_grad_(False)
         module.to(device or "cpu")

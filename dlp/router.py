@@ -102,20 +102,38 @@ def load_router(folder: Path) -> MiniMLPRouter:
     return router.eval()
 
 
+def projected_embeddings(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    """The base model's input embeddings (vocab, hidden) on their ``dim`` principal axes, scaled to unit std.
+
+    A router table that starts here gives every token a meaning before training, the tokens its training
+    data never shows ("SQL", "SELECT") included: they sit near the words the base model relates them to,
+    so a label taught from a few examples reaches prompts worded otherwise."""
+    e = embeddings.detach().float()
+    e = e - e.mean(0, keepdim=True)
+    _, _, v = torch.pca_lowrank(e, q=dim, center=False, niter=4)
+    z = e @ v[:, :dim]
+    return z / z.std()
+
+
 def train_router(tokenizer, train: list[tuple[str, int | dict[int, float]]], labels: list[str], epochs: int = 4,
                  batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True,
                  pooling: str = "weighted", token_dropout: float = 0.15, smoothing: float = 0.05,
-                 **sizes) -> MiniMLPRouter:
+                 embed_init: torch.Tensor | None = None, freeze_embed: bool = False, **sizes) -> MiniMLPRouter:
     """Cross-entropy on (prompt, target) pairs; a target is a label index or a soft mixture
     {index: share} (two-skill prompts are 0.5 / 0.5). Dropping random tokens during training keeps
-    the router from leaning on one give-away token of the training templates."""
+    the router from leaning on one give-away token of the training templates. ``embed_init`` (vocab,
+    embed_dim) replaces the random start of the token table (see :func:`projected_embeddings`)."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     n = len(labels)
     router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels), pooling=pooling, **sizes))
-    opt = torch.optim.AdamW(router.parameters(), lr=lr, weight_decay=0.01)
+    if embed_init is not None:
+        with torch.no_grad():
+            router.embed.weight.copy_(embed_init[: router.cfg.vocab_size])
+    router.embed.weight.requires_grad_(not freeze_embed)
+    opt = torch.optim.AdamW([p for p in router.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
 
     def soft(target) -> torch.Tensor:
         t = torch.zeros(n)
@@ -145,6 +163,7 @@ def train_router(tokenizer, train: list[tuple[str, int | dict[int, float]]], lab
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    router.embed.weight.requires_grad_(True)
     return router.eval()
 
 

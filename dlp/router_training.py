@@ -98,7 +98,15 @@ def run(args) -> int:
     labels = [BASE, *manifest.names]
     train, held = router_data(labels, args.per_task)
     start = time.perf_counter()
-    router = train_router(tokenizer, train, labels, epochs=args.epochs)
+    init = None
+    if getattr(args, "embed_init", "random") in ("base", "base-frozen"):
+        from .base_model import load_base
+        from .router import RouterConfig, projected_embeddings
+
+        table = load_base(manifest.base_sources).model.get_input_embeddings().weight
+        init = projected_embeddings(table, RouterConfig(len(tokenizer), tuple(labels)).embed_dim)
+    router = train_router(tokenizer, train, labels, epochs=args.epochs, embed_init=init,
+                          freeze_embed=getattr(args, "embed_init", "random") == "base-frozen")
     seconds = time.perf_counter() - start
     matrix = confusion(router, tokenizer, held["single"] + held["everyday"])
     single = confusion(router, tokenizer, held["single"])

@@ -77,6 +77,24 @@ def test_zero_gate_is_renorm(tiny_parts):
     assert set(plan.token.weights) == {0, 1}
 
 
+def test_gate_without_the_router_prior_and_with_base_starts_uniform(tiny_parts):
+    """At prior strength 0 a zero gate mixes the kept adapters evenly; with ``with_base`` the base model is a
+    third option even when the router did not keep it (each adapter at 1/3)."""
+    tok, model, root = tiny_parts
+    fused, layers, _ = _gated_copy(model, root)
+    ids = torch.tensor([[3, 7, 9, 11, 4, 20]])
+    mix = [{"a": 0.9, "b": 0.1}]
+    for with_base, share in ((False, 1 / 2), (True, 1 / 3)):
+        gate = TokenGate(["a", "b", "base"], 2, 32, prior_strength=0.0, with_base=with_base)
+        plan = build_plan(layers, mix, methods=["token"], learned=Learned(token=gate))
+        with torch.no_grad(), plan.applied():
+            ours = fused(ids).logits
+        with torch.no_grad(), build_plan(layers, [{"a": share, "b": share}]).applied():
+            ref = fused(ids).logits
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+        assert plan.token.used == (["a", "b", "base"] if with_base else ["a", "b"])
+
+
 def test_gate_changes_weights_per_token_and_mixed_batch_equals_separate_runs(tiny_parts):
     tok, model, root = tiny_parts
     fused, layers, gate = _gated_copy(model, root)
@@ -103,7 +121,7 @@ def test_gate_changes_weights_per_token_and_mixed_batch_equals_separate_runs(tin
 
 
 def test_save_and_load_round_trip(tmp_path):
-    gate = TokenGate(["a", "base"], 2, 8)
+    gate = TokenGate(["a", "base"], 2, 8, prior_strength=0.0, with_base=True)
     lw = LayerwiseWeights(["a", "base"], 2, init=0.5)
     with torch.no_grad():
         gate.weight.normal_()
@@ -112,6 +130,7 @@ def test_save_and_load_round_trip(tmp_path):
     back = load(tmp_path)
     assert back.available() == ["layerwise", "token"]
     torch.testing.assert_close(back.token.weight, gate.weight)
+    assert (back.token.prior_strength, back.token.with_base) == (0.0, True)
     torch.testing.assert_close(back.layerwise.alpha, lw.alpha)
     assert load(tmp_path / "missing").available() == []
 

@@ -71,3 +71,22 @@ def test_embeddings_are_stored_in_float16(tmp_path):
     stored = load_file(tmp_path / "router.safetensors")
     assert stored["embed.weight"].dtype == torch.float16 and stored["mlp.1.weight"].dtype == torch.float32
     assert load_router(tmp_path).embed.weight.dtype == torch.float32
+
+
+def test_projected_embeddings_keep_neighbours_and_start_the_table():
+    """The base model's embeddings on their principal axes: unit scale, and a token's nearest neighbour
+    stays its nearest neighbour; train_router starts its token table there."""
+    from dlp.router import projected_embeddings
+
+    torch.manual_seed(0)
+    centres = torch.randn(6, 40) * 3
+    table = centres.repeat_interleave(5, 0) + 0.1 * torch.randn(30, 40)  # 6 clusters of 5 "words"
+    z = projected_embeddings(table, 8)
+    assert z.shape == (30, 8) and abs(float(z.std()) - 1.0) < 1e-4
+    dist = torch.cdist(z, z) + torch.eye(30) * 1e9
+    assert (dist.argmin(1) // 5 == torch.arange(30) // 5).all()
+    tok = tiny.make_tokenizer()
+    init = projected_embeddings(torch.randn(len(tok), 40), 8)
+    router = train_router(tok, [("what is two", 0), ("translate the food review", 1)], ["base", "alpha"],
+                          epochs=1, lr=1e-9, progress=False, embed_dim=8, hidden=16, embed_init=init)
+    torch.testing.assert_close(router.embed.weight, init, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,127 @@
+"""Base projections on the CPU through oneDNN's prepacked weights, at the row counts where they measure faster.
+
+Decoding reads every weight once per step whatever the number of rows, so a Compare batch of 3-5 columns
+should cost little more than one column. MKL's ``F.linear`` is far from that at 2-8 rows on some CPUs;
+oneDNN's prepacked linear (what ``torch.compile`` uses on the CPU) is closer, but not on every CPU. Probes
+on 2 cores: an AMD EPYC (AVX2) ran a 576->1536 projection in 290 / 335 us (1 / 3 rows) against MKL's
+466 / 763; an Intel Xeon (AMX) decoded slower with it at 1-3 rows and faster at 5-8. So the choice is
+measured on the machine at hand, on the model's own projections, per row count, and cached per CPU, torch
+version, thread count and model. ``DLP_CPU_KERNEL=stock|onednn`` forces one path; ``auto`` (default)
+measures.
+
+Only inference in float32 takes the packed path; training (autograd) and other dtypes keep ``nn.Linear``.
+The packed copy costs the projections' size once more in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROWS = (1, 2, 3, 5, 8)  # the row counts measured: 1 column up to a Batch tab's 8 prompts
+
+
+@dataclass
+class KernelTable:
+    """Which kernel each row count uses, and what the measurement saw (ms per pass over every projection)."""
+
+    packed_rows: list[int]  # row counts where the prepacked path was faster
+    ms: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel -> rows -> ms
+    source: str = "measured"  # measured | cached | forced
+
+    def use_packed(self, rows: int) -> bool:
+        """The choice of the largest measured row count not above ``rows`` (beyond 8 rows: 8's choice)."""
+        at = max((r for r in ROWS if r <= rows), default=ROWS[0])
+        return at in self.packed_rows
+
+    def as_dict(self) -> dict:
+        return {"packed_rows": self.packed_rows, "ms": self.ms, "source": self.source}
+
+
+def supported() -> bool:
+    ops = torch.ops.mkldnn
+    return torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise") \
+        and hasattr(ops, "_reorder_linear_weight")
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def pack(linears: list[nn.Module]) -> None:
+    """Give each module (a :class:`dlp.fusion.FusedLoRALinear`) a prepacked copy of its float32 base weight."""
+    with torch.no_grad():
+        for m in linears:
+            w = m.base.weight
+            m.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1) \
+                if w.dtype == torch.float32 and w.device.type == "cpu" else None
+
+
+def _pass_ms(linears: list[nn.Module], xs: dict[int, torch.Tensor], packed: bool) -> float:
+    t = time.perf_counter()
+    for m in linears:
+        x = xs[m.base.in_features]
+        if packed:
+            packed_linear(x, m.packed, m.base.bias)
+        else:
+            nn.functional.linear(x, m.base.weight, m.base.bias)
+    return (time.perf_counter() - t) * 1000
+
+
+def measure(linears: list[nn.Module], reps: int = 3) -> KernelTable:
+    """Both kernels over every projection (their weights together exceed the caches, as in decoding),
+    interleaved, median of ``reps``; a row count goes packed when it is at least 3% faster."""
+    linears = [m for m in linears if getattr(m, "packed", None) is not None]
+    ms: dict[str, dict[str, float]] = {"stock": {}, "onednn": {}}
+    with torch.no_grad():
+        for rows in ROWS:
+            xs = {n: torch.randn(rows, 1, n) for n in {m.base.in_features for m in linears}}
+            _pass_ms(linears, xs, False), _pass_ms(linears, xs, True)  # warm-up
+            runs = {"stock": [], "onednn": []}
+            for _ in range(reps):
+                runs["stock"].append(_pass_ms(linears, xs, False))
+                runs["onednn"].append(_pass_ms(linears, xs, True))
+            for k, v in runs.items():
+                ms[k][str(rows)] = round(statistics.median(v), 3)
+    won = [r for r in ROWS if ms["onednn"][str(r)] < 0.97 * ms["stock"][str(r)]]
+    return KernelTable(won, ms)
+
+
+def _key(linears: list[nn.Module]) -> str:
+    from .bench import cpu_model
+
+    shapes = sorted({(m.base.in_features, m.base.out_features) for m in linears})
+    return json.dumps([cpu_model(), torch.__version__, torch.get_num_threads(), len(linears), shapes])
+
+
+def choose(linears: list[nn.Module], cache: Path | None) -> KernelTable | None:
+    """Pack the projections and pick each row count's kernel: forced, cached for this machine, or measured.
+    None where the CPU path does not apply (no oneDNN, not float32 on the CPU, or forced to stock)."""
+    mode = os.environ.get("DLP_CPU_KERNEL", "auto").strip().lower()
+    if mode == "stock" or not linears or not supported():
+        return None
+    pack(linears)
+    if not any(getattr(m, "packed", None) is not None for m in linears):
+        return None
+    if mode == "onednn":
+        return KernelTable(list(ROWS), source="forced")
+    path = Path(cache) / "cpu_kernels.json" if cache else None
+    key = _key(linears)
+    known = json.loads(path.read_text()) if path and path.is_file() else {}
+    if key in known:
+        return KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
+    table = measure(linears)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
+        except OSError:
+            pass  # a read-only cache only costs a measurement at the next start
+    return table
