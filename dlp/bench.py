@@ -58,7 +58,15 @@ def _peft_cat_setup_ms(engine: Engine, names: list[str]) -> float | None:
 
         from .fusion import FusedLoRALinear
 
-        model = copy.deepcopy(engine.model)
+        layers = fused_layers(engine.model)
+        packed = {k: l.packed for k, l in layers.items()}  # oneDNN's opaque tensors cannot be deep-copied
+        for l in layers.values():
+            l.packed = None
+        try:
+            model = copy.deepcopy(engine.model)
+        finally:
+            for k, l in layers.items():
+                l.packed = packed[k]
         for name, module in list(model.named_modules()):  # unwrap our layers: PEFT wants plain Linear
             for child_name, child in list(module.named_children()):
                 if isinstance(child, FusedLoRALinear):

@@ -116,12 +116,16 @@ def choose(linears: list[nn.Module], cache: Path | None) -> KernelTable | None:
     key = _key(linears)
     known = json.loads(path.read_text()) if path and path.is_file() else {}
     if key in known:
-        return KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
-    table = measure(linears)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
-        except OSError:
-            pass  # a read-only cache only costs a measurement at the next start
+        table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
+    else:
+        table = measure(linears)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
+            except OSError:
+                pass  # a read-only cache only costs a measurement at the next start
+    if not table.packed_rows:
+        for m in linears:
+            m.packed = None  # never used on this machine: give the memory back
     return table

@@ -32,14 +32,15 @@ METHOD = r"""
    - *layer-wise* ([LoRA Soups' CAT, arXiv 2410.13025](https://arxiv.org/abs/2410.13025)): one learned weight
      per layer and adapter, still fixed for the whole answer, so it costs what DLP costs.
    - *token gate* ([LoRA-Flow, arXiv 2402.11455](https://arxiv.org/abs/2402.11455)): a small linear gate in every
-     layer reads the hidden state and re-weighs the kept adapters **at every token**; it starts from DLP's
-     weights (its logits are added to their logarithms) and learns a correction from a few hundred composite
-     examples. The router's top-p set still decides which adapters take part.
+     layer reads the hidden state and re-weighs the kept adapters **at every token**, with the base model (no
+     LoRA) as one more option; it learned from a few hundred composite examples. The router's top-p set still
+     decides which adapters take part; the gate sets their mix.
    Both learned methods were trained on composite two-skill examples; the Results tab says what they achieved.
    In short: a gate can only choose between what the adapters write, so it combines two skills where the
    adapters can take turns. Taught to answer with the label first and the French after, it writes both halves
-   for 43% of held-out reviews, where renorm and either adapter alone never do; a French summary, which needs
-   both skills in the same words, stays out of its reach. Try the two-skill examples with the token gate as the
+   for 72% of held-out reviews, where renorm and either adapter alone never do; a French summary, which needs
+   both skills in the same words, stays out of its reach, and after a reading answer it goes on in French only
+   a quarter of the time. Try the two-skill examples with the token gate as the
    second fused column, and open its panel to see the hand-over token by token.
 
 5. **Adapters come and go one at a time** (Mixture-of-LoRAs). Add your own in the **Adapters** tab: the router
