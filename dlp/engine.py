@@ -200,8 +200,11 @@ class Engine:
             tail = len(route.selected) - len(shown)  # top-p near 1 keeps tails at 0.00: counted, not listed
             return Column("fused", "DLP fused: " + " + ".join(shown) + (f" (+{tail} under 0.01)" if tail else ""),
                           dict(route.selected))
-        kept = " + ".join(n for n in route.selected if n != BASE)
-        return Column(f"fused:{fusion}", f"{METHOD_LABELS[fusion]}: {kept}", mixture, method)
+        kept = [n for n in route.selected if n != BASE]
+        what = " + ".join(kept) if kept else "base model"
+        if fusion in ("layerwise", "token") and len(kept) < 2:  # nothing to mix: the router's pick, as DLP runs it
+            what += " (one kept, as DLP)"
+        return Column(f"fused:{fusion}", f"{METHOD_LABELS[fusion]}: {what}", mixture, method)
 
     def columns_for(self, route: RouteResult, n_single: int = 1, fusion: str = "renorm",
                     singles: list[str] | None = None) -> list[Column]:

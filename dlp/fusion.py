@@ -167,20 +167,25 @@ def build_plan(layers: dict[str, FusedLoRALinear], mixtures: list[dict[str, floa
     with_base = any(gated) and gate is not None and gate.with_base and BASE not in used
     gate_names = used + [BASE] * with_base  # the gate's options; "base" has no LoRA: weight on it shrinks the rest
     spread: dict[str, torch.Tensor] = {}
+    coefs: dict[tuple, torch.Tensor] = {}  # layers with the same adapters, ranks and scales share one (rows, K)
     with _LOCK:
         for key, layer in layers.items():
             names = [n for n in used if n in layer.loras]
             if not names:
                 continue
             loras = [layer.loras[n] for n in names]
-            A_cat = torch.cat([l.A for l in loras], dim=0)  # (K, in)
-            B_cat = torch.cat([l.B for l in loras], dim=1)  # (out, K)
+            one = len(loras) == 1  # nothing to concatenate: the adapter's own tensors, no copy
+            A_cat = loras[0].A if one else torch.cat([l.A for l in loras], dim=0)  # (K, in)
+            B_cat = loras[0].B if one else torch.cat([l.B for l in loras], dim=1)  # (out, K)
             ranks = [l.A.shape[0] for l in loras]
-            coef = torch.tensor(
-                [[mix.get(n, 0.0) * l.scale for n, l in zip(names, loras) for _ in range(l.A.shape[0])]
-                 for mix in mixtures],
-                dtype=A_cat.dtype,
-            ).to(device or A_cat.device)  # (rows, K)
+            sig = (tuple(names), tuple(ranks), tuple(l.scale for l in loras), A_cat.dtype)
+            if sig not in coefs:
+                coefs[sig] = torch.tensor(
+                    [[mix.get(n, 0.0) * l.scale for n, l in zip(names, loras) for _ in range(l.A.shape[0])]
+                     for mix in mixtures],
+                    dtype=A_cat.dtype,
+                ).to(device or A_cat.device)  # (rows, K)
+            coef = coefs[sig]
             if any(layerwise) and learned is not None and learned.layerwise is not None:
                 per_column = learned.layerwise.weights(layer_index(key), names).repeat_interleave(
                     torch.tensor(ranks, device=coef.device)).to(coef)
