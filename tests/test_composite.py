@@ -3,7 +3,7 @@
 import pytest
 
 from dlp.composite import EVAL_KINDS, two_skill_prompts
-from dlp.composite_answers import compose, english_to_translate
+from dlp.composite_answers import compose, english_to_translate, separator
 from dlp.metrics import two_skill_score
 from dlp.tasks import data_dir
 
@@ -37,6 +37,21 @@ def test_composed_answers_score_right_on_both_skills():
         {"reading_qa": 1.0, "translate_fr": 0.0, "both": 0.0}
     assert two_skill_score("reading_qa+translate_fr", "La réponse est Paris.", {**qa, "french": french}) == \
         {"reading_qa": 0.0, "translate_fr": 1.0, "both": 0.0}
+
+
+def test_half_the_training_answers_break_with_a_blank_line_and_score_the_same():
+    prompts = [f"Translate review {i} into French and label it." for i in range(400)]
+    seps = [separator(p, "train") for p in prompts]
+    assert set(seps) == {"\n", "\n\n"} and 150 < seps.count("\n\n") < 250
+    assert seps == [separator(p, "train") for p in prompts], "stable across runs"
+    assert {separator(p, "test") for p in prompts} == {"\n"}, "the scorer's references keep one format"
+    ref = {"label": "negative", "text": "The soup was cold."}
+    answer = compose("translate_fr+sentiment", "La soupe était froide.", ref, "\n\n")
+    assert answer == "negative\n\nLa soupe était froide."
+    assert two_skill_score("translate_fr+sentiment", answer, ref)["both"] == 1.0
+    qa = {"answers": ["Denver Broncos"]}
+    assert two_skill_score("reading_qa+translate_fr", compose("reading_qa+translate_fr", "Le dernier est X.", qa, "\n\n"),
+                           qa)["both"] == 1.0
 
 
 @needs_data
