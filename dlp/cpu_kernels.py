@@ -102,30 +102,37 @@ def _key(linears: list[nn.Module]) -> str:
 
 
 def choose(linears: list[nn.Module], cache: Path | None) -> KernelTable | None:
-    """Pack the projections and pick each row count's kernel: forced, cached for this machine, or measured.
-    None where the CPU path does not apply (no oneDNN, not float32 on the CPU, or forced to stock)."""
+    """Pick each row count's kernel (forced, cached for this machine, or measured) and give the projections
+    their packed weights where some row count uses them. None where the CPU path does not apply (no
+    oneDNN, not float32 on the CPU, or forced to stock)."""
     mode = os.environ.get("DLP_CPU_KERNEL", "auto").strip().lower()
     if mode == "stock" or not linears or not supported():
         return None
-    pack(linears)
-    if not any(getattr(m, "packed", None) is not None for m in linears):
-        return None
     if mode == "onednn":
-        return KernelTable(list(ROWS), source="forced")
-    path = Path(cache) / "cpu_kernels.json" if cache else None
-    key = _key(linears)
-    known = json.loads(path.read_text()) if path and path.is_file() else {}
-    if key in known:
-        table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
+        table = KernelTable(list(ROWS), source="forced")
     else:
-        table = measure(linears)
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
-            except OSError:
-                pass  # a read-only cache only costs a measurement at the next start
-    if not table.packed_rows:
+        path = Path(cache) / "cpu_kernels.json" if cache else None
+        key = _key(linears)
+        known = json.loads(path.read_text()) if path and path.is_file() else {}
+        if key in known:
+            table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
+        else:
+            pack(linears)
+            table = measure(linears)
+            if not any(getattr(m, "packed", None) is not None for m in linears):
+                return None
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
+                except OSError:
+                    pass  # a read-only cache only costs a measurement at the next start
+    if table.packed_rows:
+        if not any(getattr(m, "packed", None) is not None for m in linears):
+            pack(linears)
+        if not any(getattr(m, "packed", None) is not None for m in linears):
+            return None
+    else:
         for m in linears:
-            m.packed = None  # never used on this machine: give the memory back
+            m.packed = None  # never used on this machine: no second copy of the weights
     return table
