@@ -215,7 +215,8 @@ def cmd_init_router(args) -> int:
     from .manifest import load_manifest
     from .router_init import init_router
 
-    out = init_router(load_manifest(args.manifest), args.out, epochs=args.epochs, progress=not args.json)
+    out = init_router(load_manifest(args.manifest), args.out, epochs=args.epochs, progress=not args.json,
+                      embed_init=args.embed_init)
     _emit(args, out, f"router for {', '.join(out['labels'])} from examples in {out['train_seconds']} s: "
                      f"{out['examples_top1']:.0%} of the examples to their adapter, everyday prompts to base "
                      f"{out['everyday_base_top1'] if out['everyday_base_top1'] is None else format(out['everyday_base_top1'], '.0%')} "
@@ -345,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "from each adapter's example prompts (any stack; no task data needed)")
     p.add_argument("--out", default=None, help="router folder (default: the manifest's router.path)")
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--embed-init", choices=("base", "random"), default="base",
+                   help="start the router's token table from the base model's input embeddings (default; loads the "
+                        "base model once) or from random numbers")
     p.set_defaults(func=cmd_init_router)
     p = sub.add_parser("export-mix", parents=[common], help="write a mixture of adapters as one PEFT LoRA folder")
     p.add_argument("--mix", required=True, help='name=weight pairs, e.g. "code=0.6,math=0.4" (weights as given)')

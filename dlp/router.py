@@ -110,9 +110,11 @@ def projected_embeddings(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
     so a label taught from a few examples reaches prompts worded otherwise."""
     e = embeddings.detach().float()
     e = e - e.mean(0, keepdim=True)
-    _, _, v = torch.pca_lowrank(e, q=dim, center=False, niter=4)
-    z = e @ v[:, :dim]
-    return z / z.std()
+    q = min(dim, *e.shape)  # a base narrower than the router's table fills the rest with zeros
+    _, _, v = torch.pca_lowrank(e, q=q, center=False, niter=4)
+    z = e @ v[:, :q]
+    z = z / z.std()
+    return torch.nn.functional.pad(z, (0, dim - q))
 
 
 def train_router(tokenizer, train: list[tuple[str, int | dict[int, float]]], labels: list[str], epochs: int = 4,
@@ -129,9 +131,10 @@ def train_router(tokenizer, train: list[tuple[str, int | dict[int, float]]], lab
     rng = random.Random(seed)
     n = len(labels)
     router = MiniMLPRouter(RouterConfig(vocab_size=len(tokenizer), labels=tuple(labels), pooling=pooling, **sizes))
-    if embed_init is not None:
+    if embed_init is not None:  # rows past the base's table (tokens added to the tokenizer) keep their random start
+        rows = min(len(embed_init), router.cfg.vocab_size)
         with torch.no_grad():
-            router.embed.weight.copy_(embed_init[: router.cfg.vocab_size])
+            router.embed.weight[:rows] = embed_init[:rows]
     router.embed.weight.requires_grad_(not freeze_embed)
     opt = torch.optim.AdamW([p for p in router.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
 
