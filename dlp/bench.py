@@ -14,10 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from .cpu_kernels import cpu_model
 from .engine import Engine
 from .fusion import build_plan, fused_layers
 from .fusion_methods import method_mixture
@@ -81,20 +81,6 @@ def _peft_cat_setup_ms(engine: Engine, names: list[str]) -> float | None:
         return statistics.median(times)
     except Exception:  # noqa: BLE001 - a reference figure only
         return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name and whether it has AMX / AVX-512 (kernels differ by machine: say which one)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return platform.processor() or "unknown"
-    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
-    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
-    extras = [f for f in ("amx_tile", "avx512f", "avx2") if f in flags]
-    return f"{name} ({', '.join(extras) or 'no AVX2'})"
 
 
 def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int = 3, cold: bool = True) -> dict:

@@ -56,12 +56,11 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
 
 
 def pack(linears: list[nn.Module]) -> None:
-    """Give each module (a :class:`dlp.fusion.FusedLoRALinear`) a prepacked copy of its float32 base weight."""
+    """Give each module (a :class:`dlp.fusion.FusedLoRALinear` on the CPU, float32) a prepacked copy of its
+    base weight."""
     with torch.no_grad():
         for m in linears:
-            w = m.base.weight
-            m.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1) \
-                if w.dtype == torch.float32 and w.device.type == "cpu" else None
+            m.packed = torch.ops.mkldnn._reorder_linear_weight(m.base.weight.detach(), 1)
 
 
 def _pass_ms(linears: list[nn.Module], xs: dict[int, torch.Tensor], packed: bool) -> float:
@@ -78,7 +77,6 @@ def _pass_ms(linears: list[nn.Module], xs: dict[int, torch.Tensor], packed: bool
 def measure(linears: list[nn.Module], reps: int = 3) -> KernelTable:
     """Both kernels over every projection (their weights together exceed the caches, as in decoding),
     interleaved, median of ``reps``; a row count goes packed when it is at least 3% faster."""
-    linears = [m for m in linears if getattr(m, "packed", None) is not None]
     ms: dict[str, dict[str, float]] = {"stock": {}, "onednn": {}}
     with torch.no_grad():
         for rows in ROWS:
@@ -94,9 +92,21 @@ def measure(linears: list[nn.Module], reps: int = 3) -> KernelTable:
     return KernelTable(won, ms)
 
 
-def _key(linears: list[nn.Module]) -> str:
-    from .bench import cpu_model
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AMX / AVX-512 (kernels differ by machine: say which one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
 
+        return platform.processor() or "unknown"
+    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    extras = [f for f in ("amx_tile", "avx512f", "avx2") if f in flags]
+    return f"{name} ({', '.join(extras) or 'no AVX2'})"
+
+
+def _key(linears: list[nn.Module]) -> str:
     shapes = sorted({(m.base.in_features, m.base.out_features) for m in linears})
     return json.dumps([cpu_model(), torch.__version__, torch.get_num_threads(), len(linears), shapes])
 
@@ -104,35 +114,30 @@ def _key(linears: list[nn.Module]) -> str:
 def choose(linears: list[nn.Module], cache: Path | None) -> KernelTable | None:
     """Pick each row count's kernel (forced, cached for this machine, or measured) and give the projections
     their packed weights where some row count uses them. None where the CPU path does not apply (no
-    oneDNN, not float32 on the CPU, or forced to stock)."""
+    oneDNN, no float32 projection on the CPU, or forced to stock)."""
     mode = os.environ.get("DLP_CPU_KERNEL", "auto").strip().lower()
+    linears = [m for m in linears if m.base.weight.dtype == torch.float32 and m.base.weight.device.type == "cpu"]
     if mode == "stock" or not linears or not supported():
         return None
+    path = Path(cache) / "cpu_kernels.json" if cache else None
+    known = json.loads(path.read_text()) if path and path.is_file() else {}
+    key = _key(linears)
     if mode == "onednn":
         table = KernelTable(list(ROWS), source="forced")
+    elif key in known:
+        table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
     else:
-        path = Path(cache) / "cpu_kernels.json" if cache else None
-        key = _key(linears)
-        known = json.loads(path.read_text()) if path and path.is_file() else {}
-        if key in known:
-            table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
-        else:
-            pack(linears)
-            table = measure(linears)
-            if not any(getattr(m, "packed", None) is not None for m in linears):
-                return None
-            if path is not None:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
-                except OSError:
-                    pass  # a read-only cache only costs a measurement at the next start
-    if table.packed_rows:
-        if not any(getattr(m, "packed", None) is not None for m in linears):
-            pack(linears)
-        if not any(getattr(m, "packed", None) is not None for m in linears):
-            return None
-    else:
+        pack(linears)
+        table = measure(linears)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
+            except OSError:
+                pass  # a read-only cache only costs a measurement at the next start
+    if not table.packed_rows:
         for m in linears:
             m.packed = None  # never used on this machine: no second copy of the weights
+    elif linears[0].packed is None:
+        pack(linears)
     return table

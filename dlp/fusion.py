@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-BASE = "base"  # dlp.manifest.RESERVED: the router's "no adapter" label
+from .cpu_kernels import packed_linear
+from .manifest import RESERVED as BASE
+
 _ACTIVE_PLAN: contextvars.ContextVar["FusionPlan | None"] = contextvars.ContextVar("dlp_fusion_plan", default=None)
 
 
@@ -60,7 +62,7 @@ class FusedLoRALinear(nn.Module):
     def _base(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernels is not None and self.packed is not None and x.dtype == torch.float32 \
                 and not torch.is_grad_enabled() and self.kernels.use_packed(x.numel() // x.shape[-1]):
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.base.bias, "none", [], "")
+            return packed_linear(x, self.packed, self.base.bias)
         return self.base(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -100,11 +100,10 @@ def run(args) -> int:
     start = time.perf_counter()
     init = None
     if getattr(args, "embed_init", "random") in ("base", "base-frozen"):
-        from .base_model import load_base
-        from .router import RouterConfig, projected_embeddings
+        from .router import RouterConfig
+        from .router_init import base_embeddings_init
 
-        table = load_base(manifest.base_sources).model.get_input_embeddings().weight
-        init = projected_embeddings(table, RouterConfig(len(tokenizer), tuple(labels)).embed_dim)
+        init = base_embeddings_init(manifest, RouterConfig(len(tokenizer), tuple(labels)).embed_dim)
     router = train_router(tokenizer, train, labels, epochs=args.epochs, embed_init=init,
                           freeze_embed=getattr(args, "embed_init", "random") == "base-frozen")
     seconds = time.perf_counter() - start
