@@ -37,14 +37,15 @@ def _start_seconds(manifest_path: str, cache: str | None = None) -> float:
     return time.perf_counter() - t
 
 
-def _time_case(engine: Engine, prompt: str, mixtures: list, options: GenerationOptions) -> tuple[float, float]:
+def _time_case(engine: Engine, prompt: str, mixtures: list, options: GenerationOptions,
+               fresh_thread: bool = False) -> tuple[float, float]:
     """(wall ms of the whole request, decode tokens/s of the first row); a mixture may be (mixture, method)."""
     from .engine import Column
 
     columns = [Column(f"c{i}", "", *(m if isinstance(m, tuple) else (m,))) for i, m in enumerate(mixtures)]
     start = time.perf_counter()
     last = None
-    for last in engine.stream(prompt, columns, options, every=10_000):
+    for last in engine.stream(prompt, columns, options, every=10_000, fresh_thread=fresh_thread):
         pass
     return (time.perf_counter() - start) * 1000, last.state.timings[0].tokens_per_s
 
@@ -102,28 +103,27 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     fused = {top: 0.6, second: 0.4}  # always two adapters: the cost that fusion adds
     cases = {"base": [{}], "single": [{top: 1.0}], "fused": [fused], "compare": [{}, {top: 1.0}, fused],
              "five": [{}, {top: 1.0}, {second: 1.0}, {third: 1.0}, fused]}
-    stock = ("single", "compare", "five")  # also timed on nn.Linear everywhere (DLP_CPU_KERNEL=stock), same run
+    # Also timed the way requests ran before: nn.Linear everywhere and a fresh decode thread per request
+    # (see dlp.compute), same run.
+    stock = ("single", "compare", "five")
     methods = ["sum", *engine.learned.available()]  # each fusion method on the same two adapters, one row
     for m in methods:
         cases[f"fused_{m}"] = [method_mixture(m, fused)]
     options = GenerationOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
-    runs = [(k, m, True) for k, m in cases.items()] + \
-        ([(f"{k}_stock", cases[k], False) for k in stock] if engine.kernels is not None else [])
-    for _, mixtures, kernels in runs:  # warm-up
-        engine.use_cpu_kernels(kernels)
-        _time_case(engine, prompt, mixtures, GenerationOptions(max_new_tokens=4, min_new_tokens=4))
+    runs = [(k, m, True) for k, m in cases.items()] + [(f"{k}_stock", cases[k], False) for k in stock]
+    for _, mixtures, new in runs:  # warm-up
+        engine.use_cpu_kernels(new)
+        _time_case(engine, prompt, mixtures, GenerationOptions(max_new_tokens=4, min_new_tokens=4), not new)
     walls: dict[str, list[float]] = {k: [] for k, _, _ in runs}
     rates: dict[str, list[float]] = {k: [] for k, _, _ in runs}
     for _ in range(repeats):
-        for key, mixtures, kernels in runs:
-            engine.use_cpu_kernels(kernels)
-            ms, rate = _time_case(engine, prompt, mixtures, options)
+        for key, mixtures, new in runs:
+            engine.use_cpu_kernels(new)
+            ms, rate = _time_case(engine, prompt, mixtures, options, not new)
             walls[key].append(ms)
             rates[key].append(rate)
     engine.use_cpu_kernels(True)
     med = {k: statistics.median(v) for k, v in walls.items()}
-    for k in stock:  # no measured kernel on this machine: the stock path is the path
-        med.setdefault(f"{k}_stock", med[k])
 
     router_ms = []
     for i in range(200):

@@ -16,11 +16,12 @@ from typing import Iterator
 
 import torch
 
+from . import compute
 from .adapters import AdapterInfo, read_adapter, resolve_folder
 from .base_model import LoadedBase, cache_root, load_base
 from .errors import DLPError
 from .everyday import BASE
-from .fusion import add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
+from .fusion import FusionPlan, add_lora, build_plan, fused_layers, remove_lora, wrap_linear_layers
 from .fusion_methods import LABELS as METHOD_LABELS, check_method, method_mixture
 from .learned_fusion import install_gate_hooks, load as load_learned
 from .generation import GenerationOptions, StreamState, stream_generate
@@ -87,6 +88,9 @@ def check_options(options: GenerationOptions) -> GenerationOptions:
 
 class Engine:
     def __init__(self, manifest: Manifest, base: LoadedBase | None = None, with_router: bool = True):
+        compute.run(self._load, manifest, base, with_router)  # on the thread that will decode (dlp.compute)
+
+    def _load(self, manifest: Manifest, base: LoadedBase | None, with_router: bool) -> None:
         started = time.perf_counter()
         self.manifest = manifest
         self.base = base or load_base(manifest.base_sources)
@@ -135,12 +139,12 @@ class Engine:
             problem = name_problem(name)
             if problem:
                 raise DLPError(f"Adapter name {problem}")
-            info, weights = read_adapter(name, folder, self.model)
+            info, weights = compute.run(read_adapter, name, folder, self.model)
             if strength != 1.0:
                 weights = {k: dataclasses.replace(w, scale=w.scale * strength) for k, w in weights.items()}
                 info = dataclasses.replace(info, strength=strength)
             layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
-            add_lora(layers, name, weights)
+            compute.run(add_lora, layers, name, weights)
             self.adapters[name] = info
             return info
 
@@ -148,7 +152,7 @@ class Engine:
         with self._lock:
             if name not in self.adapters:
                 raise DLPError(f"Unknown adapter '{name}'. Available: {', '.join(self.names) or '(none)'}")
-            remove_lora(fused_layers(self.model), name)
+            compute.run(remove_lora, fused_layers(self.model), name)
             del self.adapters[name]
 
     # --- requests ------------------------------------------------------------------------------
@@ -231,24 +235,33 @@ class Engine:
 
     def stream(self, prompts: list[str] | str, columns: list[Column], options: GenerationOptions | None = None,
                route: RouteResult | None = None, every: int = 1,
-               cancel: threading.Event | None = None, scope: Scope | None = None) -> Iterator[CompareUpdate]:
-        """One batched generate: row i runs ``columns[i].mixture`` on ``prompts[i]`` (or the one prompt)."""
+               cancel: threading.Event | None = None, scope: Scope | None = None,
+               fresh_thread: bool = False) -> Iterator[CompareUpdate]:
+        """One batched generate: row i runs ``columns[i].mixture`` on ``prompts[i]`` (or the one prompt);
+        ``fresh_thread`` decodes on a new thread, as before :mod:`dlp.compute` (the bench's stock path)."""
         options = check_options(options or GenerationOptions())
         prompts = [check_prompt(prompts)] * len(columns) if isinstance(prompts, str) else [check_prompt(p) for p in prompts]
         if len(prompts) != len(columns) or not columns:
             raise DLPError("one column per prompt is needed")
         mixtures = [self.check_mixture(c.mixture, scope) for c in columns]
         input_ids, mask = self.encode(prompts)
-        start = time.perf_counter()
-        plan = build_plan(fused_layers(self.model), mixtures, self.device, [c.method for c in columns], self.learned)
-        if plan.token is not None:
-            plan.token.trace = []  # the gate's weights per generated token, for the page
-        setup_ms = (time.perf_counter() - start) * 1000
-        for state in stream_generate(self.model, self.tokenizer, input_ids, mask, plan, options, every=every,
-                                     cancel=cancel):
+        built: dict = {}
+
+        def prepare() -> FusionPlan:  # runs where the batch decodes, when its turn comes
+            start = time.perf_counter()
+            plan = build_plan(fused_layers(self.model), mixtures, self.device, [c.method for c in columns],
+                              self.learned)
+            if plan.token is not None:
+                plan.token.trace = []  # the gate's weights per generated token, for the page
+            built.update(plan=plan, setup_ms=(time.perf_counter() - start) * 1000)
+            return plan
+
+        for state in stream_generate(self.model, self.tokenizer, input_ids, mask, prepare, options, every=every,
+                                     cancel=cancel, fresh_thread=fresh_thread):
             if state.error:
                 raise DLPError(f"Generation failed: {state.error}")
-            yield CompareUpdate(route, columns, state, setup_ms, plan.token)
+            plan = built.get("plan")
+            yield CompareUpdate(route, columns, state, built.get("setup_ms", 0.0), plan.token if plan else None)
 
     def compare(self, prompt: str, top_p: float | None = None, top_k: int | None = None, n_single: int = 1,
                 options: GenerationOptions | None = None, mode: str = "renorm",

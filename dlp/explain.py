@@ -78,9 +78,15 @@ def mixtures_between(a: str, b: str, steps: int) -> list[tuple[float, dict[str, 
     return [(w, {n: v for n, v in ((a, 1.0 - w), (b, w)) if v > 0}) for w in weights]
 
 
-@torch.inference_mode()
 def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float], scope=None) -> list[tuple[str, float]]:
     """(token text, log p_mixture - log p_base) for each answer token: one batched forward of two rows."""
+    from . import compute
+
+    return compute.run(_token_gain, engine, prompt, answer, mixture, scope)
+
+
+@torch.inference_mode()  # thread-local: set on the thread that runs it
+def _token_gain(engine, prompt: str, answer: str, mixture: dict[str, float], scope=None) -> list[tuple[str, float]]:
     from .fusion import build_plan, fused_layers
 
     tok = engine.tokenizer

@@ -9,16 +9,18 @@ however many other requests run at the same time (the global RNG is never touche
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from . import compute
 from .fusion import FusionPlan
 
 
@@ -61,6 +63,7 @@ class StreamState:
     cancelled: bool = False  # True once the run was stopped (the text is partial)
     eos: list[bool] | None = None  # rows that ended on their own (EOS, loop guard); with ``cancelled``, the others were cut
     repeating: list[bool] | None = None  # rows the loop guard ended
+    waiting: bool = False  # queued behind another run on the compute thread (see dlp.compute)
 
     def cut_short(self, i: int) -> bool:
         """Row ``i`` was stopped mid-answer (not one that had already ended)."""
@@ -212,10 +215,16 @@ class CancelFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: FusionPlan,
-                    options: GenerationOptions, every: int = 1,
-                    cancel: threading.Event | None = None) -> Iterator[StreamState]:
-    """Run one batched ``generate`` under ``plan`` in a worker thread; yield snapshots as rows grow.
+class _Skipped(Exception):
+    pass
+
+
+def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    plan: FusionPlan | Callable[[], FusionPlan], options: GenerationOptions, every: int = 1,
+                    cancel: threading.Event | None = None, fresh_thread: bool = False) -> Iterator[StreamState]:
+    """Run one batched ``generate`` under ``plan`` on the compute thread (:mod:`dlp.compute`); yield snapshots
+    as rows grow. Called from the compute thread itself, it runs inline and yields once it is done. A
+    callable ``plan`` is built there, when the batch's turn comes (building it is torch work too).
 
     Setting ``cancel`` stops decoding within a token (the last snapshot keeps the partial text). Closing
     this iterator early (a client went away, the UI cancelled the event) sets it too."""
@@ -233,9 +242,15 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
         processors.append(SeededSampler(options.temperature, options.nucleus, options.seed, input_ids.device,
                                         input_ids.shape[0]))
 
+    started = threading.Event()
+
     def work():
+        started.set()
+        streamer.start = time.perf_counter()  # a run that waited its turn is timed from here
         try:
-            with torch.inference_mode(), plan.applied():
+            if cancel.is_set() or walked_away.is_set():
+                raise _Skipped
+            with torch.inference_mode(), (plan if isinstance(plan, FusionPlan) else plan()).applied():
                 model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=options.max_new_tokens,
                     min_new_tokens=options.min_new_tokens or None,
@@ -244,20 +259,32 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
                     pad_token_id=tokenizer.pad_token_id, eos_token_id=list(eos_ids),
                     top_p=None, top_k=None, temperature=None,
                 )
+        except _Skipped:  # stopped while it waited: nothing was generated
+            streamer.end()
         except Exception as exc:  # noqa: BLE001 - reported to the caller as the last snapshot
             state = streamer.snapshot(finished=True)
             state.error = f"{type(exc).__name__}: {exc}"
             updates.put(state)
 
-    thread = threading.Thread(target=work, daemon=True, name="dlp-generate")
-    thread.start()
+    if compute.on_compute_thread():  # called from work already on the compute thread (CLI, training): run inline
+        work()
+    elif fresh_thread:  # the bench's "stock" path: how requests ran before the compute thread
+        threading.Thread(target=work, daemon=True, name="dlp-generate").start()
+    else:
+        compute.submit(work)
+    waited = False
     try:
         while True:
-            state = updates.get()
+            try:
+                state = updates.get(timeout=0.3 if not waited else None)
+            except queue.Empty:  # another run has the compute thread: say so once, then wait for ours
+                waited = True
+                if not started.is_set():
+                    yield dataclasses.replace(streamer.snapshot(finished=False), waiting=True)
+                continue
             state.cancelled = cancel.is_set()
             yield state
             if state.finished:
                 break
     finally:
         walked_away.set()  # no-op after a normal end; stops the worker when the consumer walked away
-        thread.join(timeout=5)

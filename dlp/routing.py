@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from . import selection
+from . import compute, selection
 from .base_model import load_tokenizer
 from .errors import DLPError
 from .everyday import BASE
@@ -69,14 +69,18 @@ class Routing:
         adapters the router does not know get 0 (they can still be mixed by hand)."""
         if self.router is None:
             raise DLPError("No router is loaded", hint="train one with: python -m dlp train-router")
-        start = time.perf_counter()
-        raw = self.router.probs(self.tokenizer, [prompt])[0]  # (n_labels,)
+        raw, ms = compute.run(self._timed, prompt)  # on the compute thread, like all torch work (dlp.compute)
         labels = self.router.cfg.labels
         out = torch.tensor([float(raw[labels.index(n)]) if n in labels else 0.0 for n in self.names])
         if out.sum() <= 0:
             raise DLPError("The router knows none of the loaded adapters", hint="retrain it on these adapters")
         out = out / out.sum()
-        return out, (time.perf_counter() - start) * 1000
+        return out, ms
+
+    def _timed(self, prompt: str) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()  # the router's own time, not the wait for the compute thread
+        raw = self.router.probs(self.tokenizer, [prompt])[0]  # (n_labels,)
+        return raw, (time.perf_counter() - start) * 1000
 
     def route(self, prompt: str, top_p: float | None = None, top_k: int | None = None,
               mode: str = "renorm", min_weight: float = 0.0) -> RouteResult:

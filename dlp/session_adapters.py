@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import compute
 from .adapters import AdapterInfo
 from .errors import DLPError
 from .router import MiniMLPRouter
@@ -119,14 +120,19 @@ class SessionAdapters:
             self._pending += 1
         try:
             examples = check_examples(examples)
-            info, weights = check_adapter(name, folder, engine.model, MAX_VISITOR_BYTES, MAX_VISITOR_RANK)
             if self._replay is None:
                 self._replay = read_replay(engine.manifest.router_path)
-            taught = teach(with_new_label(start, name), engine.tokenizer, self._replay + own, examples, name,
-                           progress=progress)
             key = f"~{session}:{name}"
-            layers = wrap_linear_layers(engine.model, {k.rsplit(".", 1)[-1] for k in weights})
-            add_lora(layers, key, weights)
+
+            def load_and_teach():  # torch work: on the compute thread (dlp.compute)
+                info, weights = check_adapter(name, folder, engine.model, MAX_VISITOR_BYTES, MAX_VISITOR_RANK)
+                taught = teach(with_new_label(start, name), engine.tokenizer, self._replay + own, examples, name,
+                               progress=progress)
+                layers = wrap_linear_layers(engine.model, {k.rsplit(".", 1)[-1] for k in weights})
+                add_lora(layers, key, weights)
+                return info, taught, layers
+
+            info, taught, layers = compute.run(load_and_teach)
             with self._lock:
                 if session in self._ended:
                     remove_lora(layers, key)
@@ -154,7 +160,7 @@ class SessionAdapters:
                 s.router = without_label(s.router, name)
             else:
                 del self._sessions[session]  # back to the shared router, exactly
-        remove_lora(fused_layers(self.engine.model), adapter.key)
+        compute.run(remove_lora, fused_layers(self.engine.model), adapter.key)
 
     def drop(self, session: str | None) -> int:
         """Forget a session (it ended); returns how many adapters it held."""

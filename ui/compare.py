@@ -137,6 +137,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             base, singles, fused, learned = split_columns(cols)
             done = update.state.finished
             def line(c):
+                if update.state.waiting:
+                    return "waiting for the run ahead of yours (this machine decodes one run at a time)"
                 return timing_line(c["timing"]) + stopped_mark(update, cols.index(c))
 
             show = first or done  # the chart on the first and the last update (API callers read the last)
