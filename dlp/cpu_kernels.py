@@ -11,6 +11,11 @@ measures.
 
 Only inference in float32 takes the packed path; training (autograd) and other dtypes keep ``nn.Linear``.
 The packed copy costs the projections' size once more in memory.
+
+The output head (49,152 x 576 for SmolLM2, the largest matmul of a step) has two layouts in memory anyway
+(see :mod:`dlp.lm_head`), so each row count also takes the faster of the two, measured the same way: on
+the Xeon, ``F.linear`` on the tied weight took 6.1 / 6.7 ms at 2 / 3 rows against 7.9 / 8.5 for the
+transposed copy, and lost at 5 and 8 rows.
 """
 
 from __future__ import annotations
@@ -35,14 +40,22 @@ class KernelTable:
     packed_rows: list[int]  # row counts where the prepacked path was faster
     ms: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel -> rows -> ms
     source: str = "measured"  # measured | cached | forced
+    head_linear_rows: list[int] = field(default_factory=list)  # row counts where the head runs F.linear
 
     def use_packed(self, rows: int) -> bool:
-        """The choice of the largest measured row count not above ``rows`` (beyond 8 rows: 8's choice)."""
-        at = max((r for r in ROWS if r <= rows), default=ROWS[0])
-        return at in self.packed_rows
+        return _at(rows) in self.packed_rows
+
+    def head_linear(self, rows: int) -> bool:
+        return _at(rows) in self.head_linear_rows
 
     def as_dict(self) -> dict:
-        return {"packed_rows": self.packed_rows, "ms": self.ms, "source": self.source}
+        return {"packed_rows": self.packed_rows, "head_linear_rows": self.head_linear_rows, "ms": self.ms,
+                "source": self.source}
+
+
+def _at(rows: int) -> int:
+    """The largest measured row count not above ``rows`` (beyond 8 rows: 8's choice)."""
+    return max((r for r in ROWS if r <= rows), default=ROWS[0])
 
 
 def supported() -> bool:
@@ -74,22 +87,36 @@ def _pass_ms(linears: list[nn.Module], xs: dict[int, torch.Tensor], packed: bool
     return (time.perf_counter() - t) * 1000
 
 
-def measure(linears: list[nn.Module], reps: int = 3) -> KernelTable:
+def measure(linears: list[nn.Module], head: nn.Module | None = None, reps: int = 3) -> KernelTable:
     """Both kernels over every projection (their weights together exceed the caches, as in decoding),
-    interleaved, median of ``reps``; a row count goes packed when it is at least 3% faster."""
-    ms: dict[str, dict[str, float]] = {"stock": {}, "onednn": {}}
+    interleaved, median of ``reps``; a row count goes packed when it is at least 3% faster. The head's two
+    layouts are timed right after a pass, with the caches as full of other weights as in a decode step."""
+    kinds = ["stock", "onednn"] + (["head_t", "head_linear"] if head is not None else [])
+    ms: dict[str, dict[str, float]] = {k: {} for k in kinds}
     with torch.no_grad():
         for rows in ROWS:
             xs = {n: torch.randn(rows, 1, n) for n in {m.base.in_features for m in linears}}
+            h = torch.randn(rows, 1, head.in_features) if head is not None else None
             _pass_ms(linears, xs, False), _pass_ms(linears, xs, True)  # warm-up
-            runs = {"stock": [], "onednn": []}
+            runs = {k: [] for k in kinds}
             for _ in range(reps):
                 runs["stock"].append(_pass_ms(linears, xs, False))
+                if head is not None:
+                    runs["head_t"].append(_head_ms(head, h, False))
                 runs["onednn"].append(_pass_ms(linears, xs, True))
+                if head is not None:
+                    runs["head_linear"].append(_head_ms(head, h, True))
             for k, v in runs.items():
                 ms[k][str(rows)] = round(statistics.median(v), 3)
     won = [r for r in ROWS if ms["onednn"][str(r)] < 0.97 * ms["stock"][str(r)]]
-    return KernelTable(won, ms)
+    head_won = [r for r in ROWS if head is not None and ms["head_linear"][str(r)] < 0.97 * ms["head_t"][str(r)]]
+    return KernelTable(won, ms, head_linear_rows=head_won)
+
+
+def _head_ms(head: nn.Module, h: torch.Tensor, linear: bool) -> float:
+    t = time.perf_counter()
+    head.run(h, linear)
+    return (time.perf_counter() - t) * 1000
 
 
 def cpu_model() -> str:
@@ -106,29 +133,32 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(extras) or 'no AVX2'})"
 
 
-def _key(linears: list[nn.Module]) -> str:
+def _key(linears: list[nn.Module], head: nn.Module | None) -> str:
     shapes = sorted({(m.base.in_features, m.base.out_features) for m in linears})
-    return json.dumps([cpu_model(), torch.__version__, torch.get_num_threads(), len(linears), shapes])
+    head_shape = [head.in_features, head.out_features] if head is not None else None
+    return json.dumps([cpu_model(), torch.__version__, torch.get_num_threads(), len(linears), shapes, head_shape])
 
 
-def choose(linears: list[nn.Module], cache: Path | None) -> KernelTable | None:
+def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None = None) -> KernelTable | None:
     """Pick each row count's kernel (forced, cached for this machine, or measured) and give the projections
     their packed weights where some row count uses them. None where the CPU path does not apply (no
-    oneDNN, no float32 projection on the CPU, or forced to stock)."""
+    oneDNN, no float32 projection on the CPU, or forced to stock). ``head``: a :class:`dlp.lm_head.
+    TransposedHead`, whose layout is chosen per row count too."""
     mode = os.environ.get("DLP_CPU_KERNEL", "auto").strip().lower()
     linears = [m for m in linears if m.base.weight.dtype == torch.float32 and m.base.weight.device.type == "cpu"]
     if mode == "stock" or not linears or not supported():
         return None
     path = Path(cache) / "cpu_kernels.json" if cache else None
     known = json.loads(path.read_text()) if path and path.is_file() else {}
-    key = _key(linears)
+    key = _key(linears, head)
     if mode == "onednn":
         table = KernelTable(list(ROWS), source="forced")
     elif key in known:
-        table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached")
+        table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached",
+                            known[key].get("head_linear_rows", []))
     else:
         pack(linears)
-        table = measure(linears)
+        table = measure(linears, head)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

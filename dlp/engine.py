@@ -26,7 +26,7 @@ from .fusion_methods import LABELS as METHOD_LABELS, check_method, method_mixtur
 from .learned_fusion import install_gate_hooks, load as load_learned
 from .generation import GenerationOptions, StreamState, stream_generate
 from .cpu_kernels import choose as choose_kernels
-from .lm_head import speed_up_head
+from .lm_head import TransposedHead, speed_up_head
 from .manifest import Manifest, load_manifest, name_problem
 from .router import load_router
 from .routing import MAX_PROMPT_CHARS, RouteResult, Routing, Scope, check_prompt  # noqa: F401 - re-exported
@@ -108,7 +108,9 @@ class Engine:
         self.visitors = SessionAdapters(self)
         self.learned = load_learned(manifest.fusion_path, self.device)
         install_gate_hooks(self.model)
-        self.kernels = choose_kernels(list(fused_layers(self.model).values()), cache_root()) \
+        head = self.model.get_output_embeddings()
+        self.kernels = choose_kernels(list(fused_layers(self.model).values()), cache_root(),
+                                      head if isinstance(head, TransposedHead) else None) \
             if self.device.type == "cpu" else None
         self.use_cpu_kernels(True)
         if router is not None:
@@ -118,7 +120,8 @@ class Engine:
     def use_cpu_kernels(self, on: bool) -> None:
         """Measured CPU kernels (:mod:`dlp.cpu_kernels`) on, or every projection on ``nn.Linear`` (the bench's
         stock path). Set once at start-up and by the bench, never per request."""
-        for layer in fused_layers(self.model).values():
+        head = self.model.get_output_embeddings()
+        for layer in [*fused_layers(self.model).values(), *([head] if isinstance(head, TransposedHead) else [])]:
             layer.kernels = self.kernels if on else None
 
     @classmethod

@@ -266,10 +266,10 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
             state.error = f"{type(exc).__name__}: {exc}"
             updates.put(state)
 
-    if compute.on_compute_thread():  # called from work already on the compute thread (CLI, training): run inline
-        work()
-    elif fresh_thread:  # the bench's "stock" path: how requests ran before the compute thread
+    if fresh_thread:  # the bench's "stock" path: how requests ran before the compute thread
         threading.Thread(target=work, daemon=True, name="dlp-generate").start()
+    elif compute.on_compute_thread():  # called from work already on the compute thread (CLI, training): inline
+        work()
     else:
         compute.submit(work)
     waited = False

@@ -45,6 +45,18 @@ def test_choice_per_row_count_and_training_keeps_linear():
         assert torch.count_nonzero(layer(x) - (base.bias if base.bias is not None else 0)) == 0
 
 
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_the_heads_two_layouts_agree_and_are_chosen_per_row_count(rows):
+    from dlp.lm_head import TransposedHead
+
+    torch.manual_seed(rows)
+    head = TransposedHead(torch.nn.Linear(64, 500, bias=False))
+    h = torch.randn(rows, 1, 64)
+    torch.testing.assert_close(head.run(h, True), head.run(h, False), rtol=1e-5, atol=1e-5)
+    head.kernels = KernelTable([], head_linear_rows=[2, 3])
+    assert [head.kernels.head_linear(r) for r in (1, 2, 3, 4, 5)] == [False, True, True, True, False]
+
+
 def test_engine_measures_once_then_reads_the_cache(tmp_path, monkeypatch):
     from dlp.engine import Engine
     from dlp.manifest import load_manifest
@@ -53,11 +65,12 @@ def test_engine_measures_once_then_reads_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DLP_CPU_KERNEL", "auto")
     first = Engine(manifest)
-    assert first.kernels.source == "measured" and set(first.kernels.ms) == {"stock", "onednn"}
+    assert first.kernels.source == "measured"
+    assert set(first.kernels.ms) == {"stock", "onednn", "head_t", "head_linear"}  # the head's two layouts too
     assert len(json.loads((tmp_path / "cache" / "cpu_kernels.json").read_text())) == 1
     second = Engine(manifest)
     assert second.kernels.source == "cached" and second.kernels.packed_rows == first.kernels.packed_rows
-    second.kernels = KernelTable(list(cpu_kernels.ROWS), source="forced")
+    second.kernels = KernelTable(list(cpu_kernels.ROWS), source="forced", head_linear_rows=[3])
     texts = {}
     for on in (True, False):  # the same greedy text on either path, fused rows and a batch of three
         second.use_cpu_kernels(on)
