@@ -69,7 +69,7 @@ class Routing:
         adapters the router does not know get 0 (they can still be mixed by hand)."""
         if self.router is None:
             raise DLPError("No router is loaded", hint="train one with: python -m dlp train-router")
-        raw, ms = compute.run(self._timed, prompt)  # on the compute thread, like all torch work (dlp.compute)
+        raw, ms = compute.light(self._timed, prompt)  # here, on one thread: never waits for a decode
         labels = self.router.cfg.labels
         out = torch.tensor([float(raw[labels.index(n)]) if n in labels else 0.0 for n in self.names])
         if out.sum() <= 0:

@@ -21,7 +21,8 @@ def test_work_runs_on_one_thread_and_nested_calls_run_inline():
 
 def test_a_run_waits_its_turn_says_so_and_is_timed_from_its_start(tiny_engine):
     gate = threading.Event()
-    compute.submit(gate.wait, 5)  # another visitor's run holds the compute thread
+    ahead = compute.submit(gate.wait, 5)  # another visitor's run holds the compute thread
+    assert compute.busy()
     stream = tiny_engine.stream(PROMPT, [Column("base", "", {})], GenerationOptions(max_new_tokens=4))
     first = next(stream)
     assert first.state.waiting and not first.state.finished
@@ -32,6 +33,9 @@ def test_a_run_waits_its_turn_says_so_and_is_timed_from_its_start(tiny_engine):
         assert not last.state.waiting
     assert last.state.finished and last.state.timings[0].tokens > 0
     assert last.state.timings[0].prefill_ms < 500  # the wait is not counted as the prompt's time
+    ahead.result()
+    compute.run(lambda: None)  # the stream's own job has returned too
+    assert not compute.busy()
 
 
 def test_a_run_stopped_while_it_waits_generates_nothing(tiny_engine):
@@ -45,6 +49,20 @@ def test_a_run_stopped_while_it_waits_generates_nothing(tiny_engine):
     for last in stream:
         pass
     assert last.state.finished and last.state.cancelled and last.state.timings[0].tokens == 0
+
+
+def test_routing_runs_at_once_while_a_run_holds_the_compute_thread(tiny_engine):
+    import torch
+
+    gate = threading.Event()
+    compute.submit(gate.wait, 5)
+    try:
+        start = time.perf_counter()
+        route = tiny_engine.route(PROMPT)  # from this thread, on one OpenMP thread: no wait, no second team
+        assert time.perf_counter() - start < 1.0 and route.selected
+    finally:
+        gate.set()
+    assert compute.run(torch.get_num_threads) == compute._THREADS  # the compute thread keeps its threads
 
 
 def test_the_command_line_claims_its_main_thread():

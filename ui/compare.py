@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from dlp import compute
 from dlp.charts import gate_chart, router_chart, timing_chart
 from dlp.errors import DLPError
 from dlp.routing import MAX_PROMPT_CHARS
@@ -28,6 +29,7 @@ from .common import (armed_run, cancel_run, end_run, message, new_run, parse_opt
 from .gate_view import gate_html
 
 MAX_SINGLES = 3
+UPDATE_EVERY_S = 0.25  # the streamed columns refresh at most this often
 COLUMN_MIN = 210  # px per answer column: base, three singles and fused fit in one row from ~1200 px
 # Bring the answers into view after Run when they are not (a phone, a scrolled page); ``n`` passes through.
 SCROLL_TO_ANSWERS = """(n) => { setTimeout(() => { const el = document.getElementById('answers');
@@ -129,13 +131,17 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             raise DLPError(f"At most {MAX_SINGLES} single-adapter columns fit beside the others; "
                            f"{len(chosen)} were picked")
         shades = {**colors, **scope.colors}
-        first = True
+        first, shown = True, 0.0
         for update in engine.compare(prompt, float(top_p), parse_top_k(top_k), int(n_single), options, weighting,
                                      every=2, cancel=cancel, scope=scope, fusion=fusion or "renorm",
                                      singles=list(chosen or []) or None, min_weight=float(min_weight or 0)):
             cols = update.as_dict()["columns"]
             base, singles, fused, learned = split_columns(cols)
             done = update.state.finished
+            if not (first or done or update.state.waiting) and time.perf_counter() - shown < UPDATE_EVERY_S:
+                continue  # each update is work for the server beside the decode on a few cores: ~4 a second
+            shown = time.perf_counter()
+
             def line(c):
                 if update.state.waiting:
                     return "waiting for the run ahead of yours (this machine decodes one run at a time)"
@@ -241,22 +247,25 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         cleared = [*[gr.HighlightedText(value=None, visible=False)] * len(diffs), "",
                    gr.HTML(value="", visible=False), gr.DownloadButton(visible=False), gr.Accordion(visible=False),
                    "", None]
+        if compute.busy():
+            gr.Info("Another run is decoding on this machine; yours starts as soon as it ends (runs take turns).")
         try:
             scope = engine.scope(session_of(request))
             first, last, last_outs = True, None, None
             for outs, update in compare_stream(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed,
                                                n_single, scope, cancel, fusion, loop_guard, chosen, min_weight):
-                if first:
+                if first:  # "why this route" waits for the end: its router calls would slow the decode
                     settings["top_k"] = update.route.top_k
-                    why, why_md = explain_route(update.route, scope)
-                    yield [*outs, run_line(settings["prompt"], settings), settings, why, why_md, *cleared]
+                    yield [*outs, run_line(settings["prompt"], settings), settings, "",
+                           "Shown when the run ends.", *cleared]
                 else:
                     yield [*outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip_extra]
                 first, last, last_outs = False, update, outs
             if last is not None:
                 # The final state once more with the insights: updates that arrive back to back can be
                 # coalesced by the page, and the last one must carry the charts.
-                yield [*last_outs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *insights(last, settings, scope)]
+                yield [*last_outs, gr.skip(), gr.skip(), *explain_route(last.route, scope),
+                       *insights(last, settings, scope)]
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             yield [gr.skip()] * (len(outputs) + 4 + len(extra_outputs))
