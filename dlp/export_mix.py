@@ -65,7 +65,9 @@ def export_mix(engine, mixture: dict[str, float], out: Path, scope=None) -> Path
     """Write ``out/`` (adapter_config.json, adapter_model.safetensors, README.md); returns the folder."""
     from safetensors.torch import save_file
 
-    state, rank = combined_weights(engine, mixture, scope)
+    from . import compute
+
+    state, rank = compute.light(combined_weights, engine, mixture, scope)  # small tensors: here, on one thread
     targets = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -78,3 +78,20 @@ def test_generation_called_on_the_compute_thread_runs_inline(tiny_engine):
                                                              GenerationOptions(max_new_tokens=3))]
     states = compute.run(inside)
     assert states[-1] and not any(states[:-1])
+
+
+def test_the_engine_loads_and_decodes_on_the_compute_thread(tiny_manifest, monkeypatch):
+    from dlp.engine import Engine
+    from dlp.manifest import load_manifest
+
+    seen = {}
+    load = Engine._load
+    monkeypatch.setattr(Engine, "_load", lambda self, *a: (seen.setdefault("load", threading.get_ident()),
+                                                           load(self, *a))[1])
+    engine = Engine(load_manifest(tiny_manifest))
+    generate = engine.model.generate
+    monkeypatch.setattr(engine.model, "generate",
+                        lambda *a, **k: (seen.setdefault("decode", threading.get_ident()), generate(*a, **k))[1])
+    for _ in engine.stream(PROMPT, [Column("base", "", {})], GenerationOptions(max_new_tokens=2)):
+        pass
+    assert seen["load"] == seen["decode"] == compute.run(threading.get_ident) != threading.get_ident()
