@@ -70,7 +70,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
         with gr.Tab("Results"):
             info.results_tab(RESULTS, colors)
         with gr.Tab("How it works"):
-            info.method_tab()
+            info.method_tab(RESULTS)
     return demo
 
 

@@ -73,5 +73,30 @@ def results_tab(folder: Path, colors: dict[str, str]) -> None:
         gr.Plot(confusion_chart(data["labels"], data["matrix"]), label="Router confusion on held-out prompts")
 
 
-def method_tab() -> None:
-    gr.Markdown(METHOD, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}])
+COST = """
+6. **What it costs** (`python -m dlp bench` on {cpu}, {threads} threads): a second adapter fused costs
+   {fused:.2f}x one adapter, because both adapters' small A/B matrices are concatenated into one LoRA per layer;
+   three columns in one batch cost {compare:.2f}x one column and five {five:.2f}x, because decoding reads every
+   weight once per step whatever the number of rows. The router takes {router:.2f} ms, building a request's
+   fusion plan {setup:.1f} ms, and the token gate {token:.2f}x renorm per request. One lesson for anyone copying
+   this on a CPU: PyTorch's OpenMP workers slow every op down when two threads of one process both run
+   parallel work on few cores (here each token took ~1.8x as long), so the engine loads and decodes on one
+   thread and visitors' runs take turns (`dlp/compute.py`).
+"""
+
+
+def method_tab(folder: Path | None = None) -> None:
+    """The method, and what it costs on the machine of the last ``bench.json`` in ``folder`` (if any)."""
+    text = METHOD
+    path = folder / "bench.json" if folder else None
+    bench = json.loads(path.read_text()) if path and path.is_file() else {}
+    try:
+        cost = COST.format(cpu=bench.get("gpu") or bench["cpu"], threads=bench["threads"],
+                           fused=bench["fused_over_single"], compare=bench["compare_over_single"],
+                           five=bench["five_over_single"], router=bench["router_ms_p50"],
+                           setup=bench["fusion_setup_ms"], token=bench["method_over_renorm"]["token"])
+        head, papers = METHOD.split("\nPapers:", 1)
+        text = head + cost + "\nPapers:" + papers
+    except (KeyError, TypeError, ValueError):
+        pass  # no bench yet, or one from an older format: the method alone
+    gr.Markdown(text, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}])
