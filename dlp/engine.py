@@ -142,14 +142,18 @@ class Engine:
             problem = name_problem(name)
             if problem:
                 raise DLPError(f"Adapter name {problem}")
-            info, weights = compute.run(read_adapter, name, folder, self.model)
-            if strength != 1.0:
-                weights = {k: dataclasses.replace(w, scale=w.scale * strength) for k, w in weights.items()}
-                info = dataclasses.replace(info, strength=strength)
-            layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
-            compute.run(add_lora, layers, name, weights)
+            info = compute.run(self._attach, name, folder, strength)  # between runs, never under one
             self.adapters[name] = info
             return info
+
+    def _attach(self, name: str, folder: Path, strength: float) -> AdapterInfo:
+        info, weights = read_adapter(name, folder, self.model)
+        if strength != 1.0:
+            weights = {k: dataclasses.replace(w, scale=w.scale * strength) for k, w in weights.items()}
+            info = dataclasses.replace(info, strength=strength)
+        layers = wrap_linear_layers(self.model, {k.rsplit(".", 1)[-1] for k in weights})  # idempotent
+        add_lora(layers, name, weights)
+        return info
 
     def remove_adapter(self, name: str) -> None:
         with self._lock:

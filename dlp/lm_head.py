@@ -1,8 +1,8 @@
 """A faster output projection for CPU decoding.
 
-Measured on 2 CPU cores (SmolLM2's 49,152 x 576 float32 head, AMD EPYC): ``h @ W.T`` with ``W.T`` stored
-contiguously takes 5.2 ms for one row and 15.8 ms for three, against 11.0 and 38.5 ms for
-``nn.Linear``'s layout. The head is the largest matmul of a decode step, so this speeds up every
+Measured on 2 CPU cores of an earlier session's machine (SmolLM2's 49,152 x 576 float32 head):
+``h @ W.T`` with ``W.T`` stored contiguously takes 5.2 ms for one row and 15.8 ms for three, against 11.0
+and 38.5 ms for ``nn.Linear``'s layout. The head is the largest matmul of a decode step, so this speeds up every
 column. It keeps a transposed copy of the (tied) weight: +113 MB. On a Xeon (AMX) ``nn.Linear``'s layout
 is the faster one at 2-3 rows, so the layout is chosen per row count by measurement
 (:func:`dlp.cpu_kernels.choose`, which sets ``kernels``).

@@ -78,7 +78,7 @@ class Routing:
         return out, ms
 
     def _timed(self, prompt: str) -> tuple[torch.Tensor, float]:
-        start = time.perf_counter()  # the router's own time, not the wait for the compute thread
+        start = time.perf_counter()  # the router's own time
         raw = self.router.probs(self.tokenizer, [prompt])[0]  # (n_labels,)
         return raw, (time.perf_counter() - start) * 1000
 

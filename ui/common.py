@@ -45,7 +45,7 @@ def end_run(request: gr.Request | None, event: threading.Event) -> None:
 
 
 def cancel_run(request: gr.Request = None) -> None:
-    """Stop: the generate thread ends within a token and the partial text stays on screen."""
+    """Stop: the decode ends within a token and the partial text stays on screen."""
     event = RUNS.get(session_of(request))
     if event is not None:
         event.set()
