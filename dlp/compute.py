@@ -16,6 +16,7 @@ step stayed at ~51 ms with router calls from a live Gradio-like thread done that
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
@@ -68,12 +69,14 @@ def busy() -> bool:
 
 
 def submit(fn: Callable[..., T], *args, **kwargs) -> Future:
-    """Queue ``fn`` on the compute thread (after whatever runs there now)."""
+    """Queue ``fn`` on the compute thread (after whatever runs there now), in a copy of the caller's context
+    variables (Gradio finds a handler's progress bar through them)."""
     _PENDING.add(1)
+    context = contextvars.copy_context()
 
     def job():
         try:
-            return fn(*args, **kwargs)
+            return context.run(fn, *args, **kwargs)
         finally:
             _PENDING.add(-1)
 
