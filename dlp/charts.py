@@ -39,7 +39,7 @@ def router_chart(probs: dict[str, float], selected: dict[str, float], colors: di
                     opacity=[1.0 if n in selected else 0.28 for n in names],
                     line=dict(color=["#111" if n in selected else "rgba(0,0,0,0)" for n in names], width=2)),
         text=[f"p={probs[n]:.2f} · <b>w={selected[n]:.2f}</b>" if n in selected else f"{probs[n]:.2f}" for n in names],
-        textposition=["inside" if probs[n] > 0.6 else "outside" for n in names], insidetextanchor="start",
+        textposition=["inside" if probs[n] > 0.4 else "outside" for n in names], insidetextanchor="start",
         cliponaxis=False, hovertemplate="%{y}: p=%{x:.3f}<extra></extra>", row=1, col=1,
     )
     fig.add_scatter(y=labels, x=cumulative, mode="lines+markers", name="cumulative p", row=1, col=2,
@@ -47,7 +47,7 @@ def router_chart(probs: dict[str, float], selected: dict[str, float], colors: di
     fig.add_vline(x=top_p, line=dict(color="#c0392b", dash="dash"), row=1, col=2,
                   annotation_text=f"top-p {top_p:.2f}", annotation_position="bottom left",
                   annotation_font=dict(size=11, color="#c0392b"))
-    fig.update_xaxes(range=[0, 1.3], gridcolor="#eee", tickvals=[0, 0.25, 0.5, 0.75, 1], row=1, col=1)
+    fig.update_xaxes(range=[0, 1.3], gridcolor="#eee", tickvals=[0, 0.5, 1], row=1, col=1)  # a phone fits 3
     fig.update_xaxes(range=[0, 1.04], gridcolor="#eee", tickvals=[0, 0.5, 1], row=1, col=2,
                      title=dict(text="cumulative", font=dict(size=11)))
     fig.update_yaxes(autorange="reversed", automargin=True)
@@ -71,10 +71,13 @@ def timing_chart(columns: list[dict], bench_ratio: float | None = None) -> go.Fi
         fig.add_bar(y=labels, x=[c["timing"].get(key, 0.0) for c in columns], name=name, orientation="h",
                     marker_color=color, hovertemplate=f"{name}: %{{x:.1f}} ms<extra></extra>")
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(gridcolor="#eee", ticksuffix=" ms")
-    fig.update_yaxes(autorange="reversed")
-    ratio = f" · fused/single in separate runs: {bench_ratio:.2f}x (bench)" if bench_ratio else ""
-    return _layout(fig, f"Where the time goes (one batched pass){ratio}", 260)
+    fig.update_xaxes(gridcolor="#eee", ticksuffix=" ms", nticks=4)  # few ticks: a phone fits them
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    ratio = f" · fused/single {bench_ratio:.2f}x (bench)" if bench_ratio else ""
+    height = 150 + 34 * len(columns)  # every column's label, however many
+    fig = _layout(fig, f"Where the time goes<br><span style='font-size:12px;color:#555'>one batched pass{ratio}"
+                       f"</span>", height)  # two short lines: fit a phone
+    return fig.update_layout(margin=dict(t=66))
 
 
 def results_chart(results: dict) -> go.Figure:
@@ -126,7 +129,7 @@ def two_skill_chart(results: dict, colors: dict[str, str] | None = None) -> go.F
             shown.add(skill)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
         fig.update_xaxes(range=[0, 1], gridcolor="#eee", row=row, col=1)
-    fig.update_xaxes(title="share right on that skill", row=max(1, len(kinds)), col=1)
+    fig.update_xaxes(title="share right", row=max(1, len(kinds)), col=1)
     fig.update_layout(barmode="group", bargap=0.25)
     height = 190 + (60 + 26 * max((len(results["composite"][k]["conditions"]) for k in kinds), default=6)) * len(kinds)
     fig = _layout(fig, "Two-skill prompts, skill by skill", height)
@@ -178,8 +181,9 @@ def gate_chart(tokens: list[str], names: list[str], steps: list[list[float]], co
                         fillcolor=colors.get(name, BASE_COLOR if name == "base" else "#888888"),
                         customdata=tokens, hovertemplate="%{customdata}: %{y:.2f}<extra>" + name + "</extra>")
     shown = [t.replace("\n", "⏎").strip() or "·" for t in tokens]
-    step = max(1, len(shown) // 40)  # at most ~40 tick labels, so a phone still reads them
+    step = max(1, -(-len(shown) // 24))  # at most 24 tick labels, so a phone still reads them
     fig.update_xaxes(tickvals=x[::step], ticktext=shown[::step], tickangle=-60, gridcolor="#eee")
     fig.update_yaxes(range=[0, 1], title="gate weight", gridcolor="#eee")
-    fig = _layout(fig, "Token gate: each adapter's weight at every token (mean over layers)", 330)
-    return _legend_below(fig, 330, 120)
+    fig = _layout(fig, "Token gate: each adapter's weight<br><span style='font-size:12px;color:#555'>at every "
+                       "token, mean over layers</span>", 330)
+    return _legend_below(fig, 330, 120).update_layout(margin=dict(t=66))

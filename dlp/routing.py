@@ -102,8 +102,7 @@ def check_prompt(prompt) -> str:
         raise DLPError("The prompt is empty", hint="type a question, or pick one of the examples")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise DLPError(f"The prompt is {len(prompt):,} characters long, over the {MAX_PROMPT_CHARS:,}-character "
-                       f"limit (prompts are also limited in tokens: about 3 characters of English each)",
-                       hint="shorten it")
+                       f"limit", hint="shorten it; prompts are also limited in tokens, about 3 characters of English each")
     return prompt.strip()
 
 

@@ -91,13 +91,20 @@ def weights_html(route: RouteResult, colors: dict[str, str]) -> str:
         f"<tr><td><span style='color:{colors.get(n, '#888')}'>&#9632;</span> "
         f"{html.escape(n) if n != 'base' else 'base (no adapter)'}</td>"
         f"<td>{route.probs[n]:.3f}</td><td><b>{w:.3f}</b></td>"
-        f"<td><div style='background:{colors.get(n, '#888')};height:10px;width:{min(100, int(w * 100))}%'></div></td></tr>"
+        f"<td style='min-width:70px'><div style='background:{colors.get(n, '#888')};height:10px;"
+        f"width:{min(100, int(w * 100))}%'></div></td></tr>"
         for n, w in route.selected.items()
     )
     floor = f", min weight {route.min_weight:.2f}" if route.min_weight else ""
     dropped = (f"<p class='col-timing'>Kept by top-p but under the minimum weight, so left out: "
                f"{', '.join(html.escape(n) for n in route.dropped)} (set the minimum to 0 for the paper's plain "
                f"top-p).</p>" if route.dropped else "")
+    two = [n for n in route.selected if n != "base"]
+    if len(two) >= 2:
+        dropped += (f"<p class='col-timing'>{len(two)} skills kept. DLP gives each adapter one weight for the whole "
+                    "answer; on a request that needs both, that often hands the answer to one of them or blends them "
+                    "into neither. The <i>token gate</i> (second fused column) re-weighs them at every token; the "
+                    "Results tab measures both.</p>")
     return (f"<p><b>Fusion weights as applied</b> (top-p {route.top_p:.2f}"
             f"{f', top-k {route.top_k}' if route.top_k else ''}{floor}, {route.mode}) · router {route.router_ms:.2f} ms</p>"
             f"<table class='weights-table'><tr><th>adapter</th><th>p</th><th>weight</th><th></th></tr>{rows}</table>"
@@ -153,11 +160,16 @@ def on_page(handler, n_outputs: int):
 
 def stopped_mark(update, i: int) -> str:
     """The mark after row ``i``'s timing line: "(stopped)" if Stop cut it short (a row that had already
-    ended keeps its own line), "(stopped: repeating)" if the loop guard ended it."""
+    ended keeps its own line), "(stopped: repeating)" if the loop guard ended it, "(cut at the length limit)"
+    if it reached max new tokens mid-answer."""
     state = update.state
     if state.repeating and state.repeating[i]:
         return " (stopped: repeating)"
-    return " (stopped)" if state.cut_short(i) else ""
+    if state.cut_short(i):
+        return " (stopped)"
+    if state.finished and not state.cancelled and not state.error and state.eos is not None and not state.eos[i]:
+        return " (cut at the length limit)"
+    return ""
 
 
 def parse_options(temperature, max_new_tokens, seed, loop_guard=True) -> GenerationOptions:

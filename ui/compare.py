@@ -119,7 +119,7 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
 
     def route_button(prompt, top_p, top_k, weighting, last_run=None, min_weight=0.0, request: gr.Request = None):
         if not (prompt or "").strip():
-            gr.Warning("The prompt is empty: type a question, or pick one of the examples")
+            gr.Warning(message(DLPError("The prompt is empty", hint="type a question, or pick one of the examples")))
             return gr.skip(), gr.skip()
         return route_only(prompt, top_p, top_k, weighting, last_run, min_weight, request)
 
@@ -211,13 +211,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         else:
             gate_views = [gr.Accordion(visible=False), "", None]
         adapters = {n: w for n, w in fused["mixture"].items() if n != "base"}
-        if adapters and fused["text"].strip():
-            gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"], scope)
-            gain_view = gr.HTML(value=shaded_html(gains, 3.0) + shade_scale(3.0, "the base model preferred it",
-                                                                              "the adapters wrote it"), visible=True)
-            gain_note = ("Each token of the fused answer, shaded by how much more likely the fused model made it than "
-                         "the base model did: the log-probability gain, fused minus base, from one teacher-forced "
-                         "pass of both (hover a token for its value).")
+        if adapters and fused["text"].strip():  # filled in by gain_views, once the compute thread is free
+            gain_view, gain_note = gr.HTML(value="", visible=False), "Shading the fused answer by what the adapters added…"
         else:
             gain_view = gr.HTML(value="", visible=False)
             gain_note = "The router kept only **base**: the fused answer is the base model's own."
@@ -231,6 +226,19 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
         path = export_path()
         path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
         return [*diffs, gain_note, gain_view, gr.DownloadButton(value=str(path), visible=True), *gate_views]
+
+    def gain_views(update, scope) -> list | None:
+        """The fused answer shaded token by token by its gain over the base model (a forward pass: it waits for
+        the compute thread, so the rest of the insights are shown first)."""
+        fused = split_columns(update.as_dict()["columns"])[2]
+        if not any(n != "base" for n in fused["mixture"]) or not fused["text"].strip():
+            return None
+        gains = token_gain(engine, update.route.prompt, fused["text"], fused["mixture"], scope)
+        return [("Each token of the fused answer, shaded by how much more likely the fused model made it than the "
+                 "base model did: the log-probability gain, fused minus base, from one teacher-forced pass of both "
+                 "(hover a token for its value)."),
+                gr.HTML(value=shaded_html(gains, 3.0) + shade_scale(3.0, "the base model preferred it",
+                                                                    "the adapters wrote it"), visible=True)]
 
     def run_compare_ui(prompt, top_p, top_k, weighting, temperature, max_new_tokens, seed, n_single, fusion,
                        loop_guard, chosen, min_weight, request: gr.Request):
@@ -264,8 +272,14 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             if last is not None:
                 # The final state once more with the insights: updates that arrive back to back can be
                 # coalesced by the page, and the last one must carry the charts.
-                yield [*last_outs, gr.skip(), gr.skip(), *explain_route(last.route, scope),
-                       *insights(last, settings, scope)]
+                final = [*last_outs, gr.skip(), gr.skip(), *explain_route(last.route, scope),
+                         *insights(last, settings, scope)]
+                yield final
+                gain = gain_views(last, scope)
+                if gain is not None:  # everything once more: the page may coalesce the two last updates
+                    at = len(outputs) + 4 + len(diffs)  # gain note and view follow the diffs in extra_outputs
+                    final[at : at + 2] = gain
+                    yield final
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             yield [gr.skip()] * (len(outputs) + 4 + len(extra_outputs))

@@ -53,7 +53,7 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
                 total = max(r["total_ms"] for r in rows) / 1000
                 marks = [stopped_mark(update, i) for i in range(len(columns))]
                 stopped = " (stopped)" if " (stopped)" in marks else \
-                    " (a row repeating itself was ended)" if any(marks) else ""
+                    " (a row repeating itself was ended)" if " (stopped: repeating)" in marks else ""
                 return (f"{len(columns)} rows in one batch · {tokens} tokens in {total:.2f} s "
                         f"({tokens / total if total else 0:.1f} tok/s over all rows){stopped}")
 
