@@ -23,7 +23,9 @@ HEADERS = ["#", "prompt", "route", "base", "single", "DLP fused"]
 def _cell(row: batch.BatchRow, column: str) -> str:
     text = " ".join(row.answers.get(column, "").split())
     mark = {True: "✓ ", False: "✗ ", None: ""}[row.right(column)]
-    return mark + (text[:240] + "…" if len(text) > 240 else text) if column in row.answers else "—"
+    if column not in row.answers:
+        return "…" if not row.answers else "—"  # not answered yet, or no such column for this prompt
+    return mark + (text[:240] + "…" if len(text) > 240 else text)
 
 
 def _frame(table: list[batch.BatchRow]) -> list[list]:
@@ -31,7 +33,7 @@ def _frame(table: list[batch.BatchRow]) -> list[list]:
              *[_cell(r, c) for c in batch.COLUMNS]] for i, r in enumerate(table)]
 
 
-def _summary(table: list[batch.BatchRow], stopped: bool) -> str:
+def _summary(table: list[batch.BatchRow], stopped: bool, running: bool = False) -> str:
     scored = [r for r in table if r.expected]
     parts = []
     for c in batch.COLUMNS:
@@ -39,7 +41,7 @@ def _summary(table: list[batch.BatchRow], stopped: bool) -> str:
         if marks:
             parts.append(f"**{c}** {sum(marks)}/{len(marks)} right")
     answered = sum(1 for r in table if r.answers)
-    head = f"{answered} of {len(table)} prompts answered" + (" (stopped)" if stopped else "")
+    head = f"{answered} of {len(table)} prompts answered" + (" (stopped)" if stopped else " so far…" if running else "")
     return head + (" · " + " · ".join(parts) if parts else " · add an expected answer per prompt (JSONL) to score")
 
 
@@ -55,7 +57,7 @@ def build(engine, shared) -> None:
             table = []
             for table in batch.run(engine, items, options, cancel=cancel, scope=scope,
                                    progress=lambda d, n: progress(d / n, desc=f"{d} of {n} answers")):
-                yield _frame(table), _summary(table, False), gr.skip(), gr.skip()
+                yield _frame(table), _summary(table, False, running=True), gr.skip(), gr.skip()
             folder = Path(tempfile.mkdtemp(prefix="dlp-batch-"))
             (folder / "dlp-batch.csv").write_text(batch.to_csv(table), encoding="utf-8")
             (folder / "dlp-batch.jsonl").write_text(batch.to_jsonl(table), encoding="utf-8")
