@@ -185,7 +185,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                 "router": _file_id(manifest.router_path / "router.safetensors") if manifest.router_path else None}
 
     def insights(update, settings, scope) -> list:
-        """After a run: word diffs, the fused answer shaded by what the adapters added, the run record."""
+        """After a run: word diffs, the token gate's panel and the run record (the fused answer's shading by what
+        the adapters added comes after, from :func:`gain_views`)."""
         cols = update.as_dict()["columns"]
         base, singles, fused, learned = split_columns(cols)
         diffs = []
