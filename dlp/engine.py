@@ -50,14 +50,15 @@ class CompareUpdate:
     state: StreamState
     setup_ms: float  # building the fusion plan for the batch
     token_plan: object = None  # dlp.fusion.TokenPlan when a column is token-gated (its trace: the gate's weights)
+    rows: list[int] | None = None  # column -> its row in the batch (columns computing the same thing share one)
 
     def gate_trace(self, i: int) -> tuple[list[str], list[list[float]]]:
         """Column i's token-gate weights, one list per generated token (empty unless column i is gated)."""
-        tp = self.token_plan
-        if tp is None or not bool(tp.gated[i]):
+        tp, r = self.token_plan, (self.rows or range(len(self.columns)))[i]
+        if tp is None or not bool(tp.gated[r]):
             return [], []
-        keep = [j for j, n in enumerate(tp.used) if float(tp.prior[i, j]) > float("-inf")]
-        steps = [[round(float(t[i, j]), 4) for j in keep] for t in list(tp.trace or [])]
+        keep = [j for j, n in enumerate(tp.used) if float(tp.prior[r, j]) > float("-inf")]
+        steps = [[round(float(t[r, j]), 4) for j in keep] for t in list(tp.trace or [])]
         return [tp.used[j] for j in keep], steps[: len(self.state.token_ids[i])]
 
     def column_timing(self, i: int) -> dict:
@@ -251,13 +252,18 @@ class Engine:
         if len(prompts) != len(columns) or not columns:
             raise DLPError("one column per prompt is needed")
         mixtures = [self.check_mixture(c.mixture, scope) for c in columns]
-        input_ids, mask = self.encode(prompts)
+        # Columns that would compute the same thing share one batch row: on a one-skill prompt the single, the
+        # fused and the learned column are all "that adapter at 1.0", so four columns decode as two rows.
+        keys = [(p, tuple(sorted(m.items())), c.method) for p, m, c in zip(prompts, mixtures, columns)]
+        unique: dict = {}
+        rows = [unique.setdefault(k, len(unique)) for k in keys]  # column -> batch row
+        input_ids, mask = self.encode([k[0] for k in unique])
         built: dict = {}
 
         def prepare() -> FusionPlan:  # runs where the batch decodes, when its turn comes
             start = time.perf_counter()
-            plan = build_plan(fused_layers(self.model), mixtures, self.device, [c.method for c in columns],
-                              self.learned)
+            plan = build_plan(fused_layers(self.model), [dict(k[1]) for k in unique], self.device,
+                              [k[2] for k in unique], self.learned)
             if plan.token is not None:
                 plan.token.trace = []  # the gate's weights per generated token, for the page
             built.update(plan=plan, setup_ms=(time.perf_counter() - start) * 1000)
@@ -268,7 +274,8 @@ class Engine:
             if state.error:
                 raise DLPError(f"Generation failed: {state.error}")
             plan = built.get("plan")
-            yield CompareUpdate(route, columns, state, built.get("setup_ms", 0.0), plan.token if plan else None)
+            yield CompareUpdate(route, columns, state.per_column(rows), built.get("setup_ms", 0.0),
+                                plan.token if plan else None, rows)
 
     def compare(self, prompt: str, top_p: float | None = None, top_k: int | None = None, n_single: int = 1,
                 options: GenerationOptions | None = None, mode: str = "renorm",

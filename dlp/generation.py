@@ -65,6 +65,15 @@ class StreamState:
     repeating: list[bool] | None = None  # rows the loop guard ended
     waiting: bool = False  # queued behind another run on the compute thread (see dlp.compute)
 
+    def per_column(self, rows: list[int]) -> "StreamState":
+        """This state with one entry per column, column i showing batch row ``rows[i]``."""
+        def pick(values):
+            return None if values is None else [values[r] for r in rows]
+
+        return dataclasses.replace(self, texts=pick(self.texts), token_ids=[list(self.token_ids[r]) for r in rows],
+                                   timings=[RowTiming(**vars(self.timings[r])) for r in rows], done=pick(self.done),
+                                   eos=pick(self.eos), repeating=pick(self.repeating))
+
     def cut_short(self, i: int) -> bool:
         """Row ``i`` was stopped mid-answer (not one that had already ended)."""
         return self.finished and self.cancelled and not (self.eos or self.done)[i]

@@ -275,3 +275,15 @@ def test_single_columns_are_the_kept_set_or_the_ones_asked_for(tiny_engine):
     assert [c.key for c in asked] == ["base", "single:alpha", "fused"] and "not kept" in asked[1].label
     with pytest.raises(DLPError, match="gamma"):
         tiny_engine.columns_for(base_only, 2, singles=["gamma"])
+
+
+def test_columns_that_compute_the_same_share_one_row(tiny_engine):
+    """A one-skill prompt's single, fused and learned columns are one mixture: one batch row, the same text."""
+    cols = [Column("base", "", {}), Column("single:alpha", "", {"alpha": 1.0}),
+            Column("fused", "", {"alpha": 1.0}), Column("fused:token", "", {"alpha": 1.0})]
+    *_, last = tiny_engine.stream(PROMPT, cols, GenerationOptions(max_new_tokens=8))
+    assert last.rows == [0, 1, 1, 1]
+    assert last.state.texts[1] == last.state.texts[2] == last.state.texts[3] != ""
+    assert [t.tokens for t in last.state.timings][1:] == [last.state.timings[1].tokens] * 3
+    *_, alone = tiny_engine.stream(PROMPT, [cols[2]], GenerationOptions(max_new_tokens=8))
+    assert alone.state.texts[0] == last.state.texts[2]
