@@ -14,6 +14,8 @@ import re
 
 import torch
 
+from . import compute
+
 MAX_WORDS = 200  # occlusion routes once per word; longer prompts are explained on their first words
 
 _WORD = re.compile(r"\S+")
@@ -80,8 +82,6 @@ def mixtures_between(a: str, b: str, steps: int) -> list[tuple[float, dict[str, 
 
 def token_gain(engine, prompt: str, answer: str, mixture: dict[str, float], scope=None) -> list[tuple[str, float]]:
     """(token text, log p_mixture - log p_base) for each answer token: one batched forward of two rows."""
-    from . import compute
-
     return compute.run(_token_gain, engine, prompt, answer, mixture, scope)
 
 

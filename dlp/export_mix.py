@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from . import compute
 from .errors import DLPError
 from .fusion import fused_layers
 from .manifest import RESERVED as BASE
@@ -64,8 +65,6 @@ def combined_weights(engine, mixture: dict[str, float], scope=None) -> tuple[dic
 def export_mix(engine, mixture: dict[str, float], out: Path, scope=None) -> Path:
     """Write ``out/`` (adapter_config.json, adapter_model.safetensors, README.md); returns the folder."""
     from safetensors.torch import save_file
-
-    from . import compute
 
     state, rank = compute.light(combined_weights, engine, mixture, scope)  # small tensors: here, on one thread
     targets = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state})

@@ -133,7 +133,8 @@ def train_fusion(engine, method: str, examples: list[CompositeExample], out_dir:
             break
     bar.close()
     module.requires_grad_(False)
-    info = {"method": method, "balance": balance, **({"prior_strength": prior_strength, "with_base": with_base} if method == "token" else {}), "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
+    gate = {"prior_strength": prior_strength, "with_base": with_base} if method == "token" else {}
+    info = {"method": method, "balance": balance, **gate, "n_examples": len(rows), "n_skipped": len(examples) - len(rows),
             "kinds": sorted({e.kind for e in examples}), "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
             "max_len": max_len, "n_per_kind": len(examples) // max(1, len({e.kind for e in examples})),
             "steps_done": len(log), "train_seconds": round(time.perf_counter() - start, 1),

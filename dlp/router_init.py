@@ -100,8 +100,7 @@ def init_router(manifest, out: Path | None = None, epochs: int = 6, seed: int = 
     labels = [BASE, *examples]
     rows = training_items(examples, everyday_prompts("train", seed), seed)
     start = time.perf_counter()
-    init = base_embeddings_init(manifest, RouterConfig(len(tokenizer), tuple(labels)).embed_dim) \
-        if embed_init == "base" else None
+    init = base_embeddings_init(manifest, RouterConfig.embed_dim) if embed_init == "base" else None
     router = train_router(tokenizer, rows, labels, epochs=epochs, seed=seed, progress=progress, embed_init=init)
     seconds = time.perf_counter() - start
     held = everyday_prompts("test", seed)[:200]

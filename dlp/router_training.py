@@ -98,14 +98,15 @@ def run(args) -> int:
     labels = [BASE, *manifest.names]
     train, held = router_data(labels, args.per_task)
     start = time.perf_counter()
+    embed = getattr(args, "embed_init", "random")
     init = None
-    if getattr(args, "embed_init", "random") in ("base", "base-frozen"):
+    if embed in ("base", "base-frozen"):
         from .router import RouterConfig
         from .router_init import base_embeddings_init
 
-        init = base_embeddings_init(manifest, RouterConfig(len(tokenizer), tuple(labels)).embed_dim)
+        init = base_embeddings_init(manifest, RouterConfig.embed_dim)
     router = train_router(tokenizer, train, labels, epochs=args.epochs, embed_init=init,
-                          freeze_embed=getattr(args, "embed_init", "random") == "base-frozen")
+                          freeze_embed=embed == "base-frozen")
     seconds = time.perf_counter() - start
     matrix = confusion(router, tokenizer, held["single"] + held["everyday"])
     single = confusion(router, tokenizer, held["single"])

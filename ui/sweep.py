@@ -14,7 +14,7 @@ from dlp.engine import Column
 from dlp.errors import DLPError
 from dlp.explain import likeness, mixtures_between
 
-from .common import cancel_run, on_page, parse_options, session_of, stopped_mark, timing_line, user_error
+from .common import cancel_run, on_page, parse_options, session_of, timing_line, user_error
 
 STEPS = 5
 EXAMPLES = [  # each shows something: a skill handed over mid-way, and an adapter fading in over base
@@ -51,9 +51,9 @@ def build(engine, shared, colors: dict[str, str], tab: gr.Tab) -> None:
                 rows = [update.column_timing(i) for i in range(len(columns))]
                 tokens = sum(r["tokens"] for r in rows)
                 total = max(r["total_ms"] for r in rows) / 1000
-                marks = [stopped_mark(update, i) for i in range(len(columns))]
-                stopped = " (stopped)" if " (stopped)" in marks else \
-                    " (a row repeating itself was ended)" if " (stopped: repeating)" in marks else ""
+                state = update.state
+                stopped = " (stopped)" if any(state.cut_short(i) for i in range(len(columns))) else \
+                    " (a row repeating itself was ended)" if any(state.repeating or []) else ""
                 return (f"{len(columns)} rows in one batch · {tokens} tokens in {total:.2f} s "
                         f"({tokens / total if total else 0:.1f} tok/s over all rows){stopped}")
 
