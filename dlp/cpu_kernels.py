@@ -1,21 +1,25 @@
-"""Base projections on the CPU through oneDNN's prepacked weights, at the row counts where they measure faster.
+"""The decode kernels for the base projections and the output head, chosen per row count by measurement.
 
 Decoding reads every weight once per step whatever the number of rows, so a Compare batch of 3-5 columns
-should cost little more than one column. MKL's ``F.linear`` is far from that at 2-8 rows on some CPUs;
-oneDNN's prepacked linear (what ``torch.compile`` uses on the CPU) is closer, but not on every CPU. Probes
-on 2 cores: an AMD EPYC (AVX2) ran a 576->1536 projection in 290 / 335 us (1 / 3 rows) against MKL's
-466 / 763; an Intel Xeon (AMX) decoded slower with it at 1-3 rows and faster at 5-8. So the choice is
-measured on the machine at hand, on the model's own projections, per row count, and cached per CPU, torch
-version, thread count and model. ``DLP_CPU_KERNEL=stock|onednn`` forces one path; ``auto`` (default)
-measures.
+should cost little more than one column. MKL's ``F.linear`` is far from that at 2-8 rows on some CPUs. Three
+kernels compete for each row count:
 
-Only inference in float32 takes the packed path; training (autograd) and other dtypes keep ``nn.Linear``.
-The packed copy costs the projections' size once more in memory.
+- ``stock``: ``F.linear`` (MKL);
+- ``onednn``: oneDNN's prepacked linear (what ``torch.compile`` uses on the CPU). Probes on 2 cores: an AMD
+  EPYC (AVX2) ran a 576->1536 projection in 290 / 335 us (1 / 3 rows) against MKL's 466 / 763; an Intel Xeon
+  (AMX) was slower with it at every row count;
+- ``rows``: :mod:`dlp.row_gemm`, compiled for the machine at hand, which reads each weight once for up to 8 rows.
 
-The output head (49,152 x 576 for SmolLM2, the largest matmul of a step) has two layouts in memory anyway
-(see :mod:`dlp.lm_head`), so each row count also takes the faster of the two, measured the same way: on
-the Xeon, ``F.linear`` on the tied weight took 6.1 / 6.7 ms at 2 / 3 rows against 7.9 / 8.5 for the
-transposed copy, and lost at 5 and 8 rows.
+The choice is measured on the machine at hand, on the model's own projections, per row count, and cached per
+CPU, torch version, thread count and model. ``DLP_CPU_KERNEL=stock|onednn|rows`` forces one path; ``auto``
+(default) measures.
+
+Only inference in float32 takes these paths; training (autograd) and other dtypes keep ``nn.Linear``.
+The packed copy costs the projections' size once more in memory, so it is made only where it wins.
+
+The output head (49,152 x 576 for SmolLM2, the largest matmul of a step) competes the same way among the
+transposed copy of :mod:`dlp.lm_head`, ``F.linear`` on the tied weight, and the row kernel; the transposed copy
+(+113 MB) is dropped where no row count uses it.
 """
 
 from __future__ import annotations
@@ -30,27 +34,42 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import row_gemm
+from .base_model import cache_root
+
 ROWS = (1, 2, 3, 5, 8)  # the row counts measured: 1 column up to a Batch tab's 8 prompts
+PROJ = ("stock", "onednn", "rows")  # projection kernels; stock is the default a rival must beat by 3%
+HEAD = ("head_t", "head_linear", "head_rows")  # head kernels; head_t (the transposed copy) is the default
 
 
 @dataclass
 class KernelTable:
     """Which kernel each row count uses, and what the measurement saw (ms per pass over every projection)."""
 
-    packed_rows: list[int]  # row counts where the prepacked path was faster
+    proj: dict[int, str]  # measured row count -> one of PROJ
     ms: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel -> rows -> ms
     source: str = "measured"  # measured | cached | forced
-    head_linear_rows: list[int] = field(default_factory=list)  # row counts where the head runs F.linear
+    head: dict[int, str] = field(default_factory=dict)  # measured row count -> one of HEAD
 
-    def use_packed(self, rows: int) -> bool:
-        return _at(rows) in self.packed_rows
+    def proj_kernel(self, rows: int) -> str:
+        kind = self.proj.get(_at(rows), "stock")
+        return "stock" if kind == "rows" and rows > row_gemm.MAX_ROWS else kind  # prefill: many rows
 
-    def head_linear(self, rows: int) -> bool:
-        return _at(rows) in self.head_linear_rows
+    def head_kernel(self, rows: int) -> str:
+        kind = self.head.get(_at(rows), "head_t")
+        return "head_t" if kind == "head_rows" and rows > row_gemm.MAX_ROWS else kind
+
+    def uses(self, kind: str) -> bool:
+        return kind in self.proj.values() or kind in self.head.values()
 
     def as_dict(self) -> dict:
-        return {"packed_rows": self.packed_rows, "head_linear_rows": self.head_linear_rows, "ms": self.ms,
-                "source": self.source}
+        return {"proj": {str(r): k for r, k in self.proj.items()}, "head": {str(r): k for r, k in self.head.items()},
+                "ms": self.ms, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> "KernelTable":
+        return cls({int(r): k for r, k in d["proj"].items()}, d.get("ms", {}), source,
+                   {int(r): k for r, k in d.get("head", {}).items()})
 
 
 def _at(rows: int) -> int:
@@ -76,47 +95,64 @@ def pack(linears: list[nn.Module]) -> None:
             m.packed = torch.ops.mkldnn._reorder_linear_weight(m.base.weight.detach(), 1)
 
 
-def _pass_ms(linears: list[nn.Module], xs: dict[int, torch.Tensor], packed: bool) -> float:
+def project(m: nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """A base projection on one kernel of PROJ (``m``: a :class:`dlp.fusion.FusedLoRALinear`)."""
+    if kind == "rows":
+        return row_gemm.linear(x, m.base.weight, m.base.bias)
+    if kind == "onednn" and m.packed is not None:
+        return packed_linear(x, m.packed, m.base.bias)
+    return nn.functional.linear(x, m.base.weight, m.base.bias)
+
+
+def _pass_ms(linears: list[nn.Module], xs: dict[int, torch.Tensor], kind: str) -> float:
     t = time.perf_counter()
     for m in linears:
-        x = xs[m.base.in_features]
-        if packed:
-            packed_linear(x, m.packed, m.base.bias)
-        else:
-            nn.functional.linear(x, m.base.weight, m.base.bias)
+        project(m, xs[m.base.in_features], kind)
     return (time.perf_counter() - t) * 1000
 
 
-def measure(linears: list[nn.Module], head: nn.Module | None = None, reps: int = 3) -> KernelTable:
-    """Both kernels over every projection (their weights together exceed the caches, as in decoding),
-    interleaved, median of ``reps``; a row count goes packed when it is at least 3% faster. The head's two
-    layouts are timed right after a pass, with the caches as full of other weights as in a decode step."""
-    kinds = ["stock", "onednn"] + (["head_t", "head_linear"] if head is not None else [])
-    ms: dict[str, dict[str, float]] = {k: {} for k in kinds}
+def _head_ms(head: nn.Module, h: torch.Tensor, kind: str) -> float:
+    t = time.perf_counter()
+    head.run(h, kind)
+    return (time.perf_counter() - t) * 1000
+
+
+def _pick(ms: dict[str, dict[str, float]], kinds: list[str], rows: int) -> str:
+    """The fastest kernel at ``rows``; a rival replaces the default (``kinds[0]``) only when >= 3% faster."""
+    best = min(kinds, key=lambda k: ms[k][str(rows)])
+    return best if ms[best][str(rows)] < 0.97 * ms[kinds[0]][str(rows)] else kinds[0]
+
+
+def available_kernels() -> list[str]:
+    return ["stock"] + (["onednn"] if supported() else []) + (["rows"] if row_gemm.load(cache_root()) else [])
+
+
+def measure(linears: list[nn.Module], head: nn.Module | None = None, reps: int = 5,
+            kinds: list[str] | None = None) -> KernelTable:
+    """Every kernel over every projection (their weights together exceed the caches, as in decoding),
+    interleaved, median of ``reps``; each head kernel right after a pass over the projections."""
+    kinds = kinds or available_kernels()
+    heads = ["head_t", "head_linear"] + (["head_rows"] if "rows" in kinds else []) if head is not None else []
+    if "onednn" in kinds and linears[0].packed is None:
+        pack(linears)
+    ms: dict[str, dict[str, float]] = {k: {} for k in kinds + heads}
     with torch.no_grad():
         for rows in ROWS:
             xs = {n: torch.randn(rows, 1, n) for n in {m.base.in_features for m in linears}}
             h = torch.randn(rows, 1, head.in_features) if head is not None else None
-            _pass_ms(linears, xs, False), _pass_ms(linears, xs, True)  # warm-up
-            runs = {k: [] for k in kinds}
+            for k in kinds:
+                _pass_ms(linears, xs, k)  # warm-up
+            runs = {k: [] for k in kinds + heads}
             for _ in range(reps):
-                runs["stock"].append(_pass_ms(linears, xs, False))
-                if head is not None:
-                    runs["head_t"].append(_head_ms(head, h, False))
-                runs["onednn"].append(_pass_ms(linears, xs, True))
-                if head is not None:
-                    runs["head_linear"].append(_head_ms(head, h, True))
+                for k in kinds:
+                    runs[k].append(_pass_ms(linears, xs, k))
+                for hk in heads:
+                    _pass_ms(linears, xs, kinds[0])  # the caches as full of other weights as in a decode step
+                    runs[hk].append(_head_ms(head, h, hk))
             for k, v in runs.items():
                 ms[k][str(rows)] = round(statistics.median(v), 3)
-    won = [r for r in ROWS if ms["onednn"][str(r)] < 0.97 * ms["stock"][str(r)]]
-    head_won = [r for r in ROWS if head is not None and ms["head_linear"][str(r)] < 0.97 * ms["head_t"][str(r)]]
-    return KernelTable(won, ms, head_linear_rows=head_won)
-
-
-def _head_ms(head: nn.Module, h: torch.Tensor, linear: bool) -> float:
-    t = time.perf_counter()
-    head.run(h, linear)
-    return (time.perf_counter() - t) * 1000
+    return KernelTable({r: _pick(ms, kinds, r) for r in ROWS}, ms,
+                       head={r: _pick(ms, heads, r) for r in ROWS} if heads else {})
 
 
 def cpu_model() -> str:
@@ -136,38 +172,42 @@ def cpu_model() -> str:
 def _key(linears: list[nn.Module], head: nn.Module | None) -> str:
     shapes = sorted({(m.base.in_features, m.base.out_features) for m in linears})
     head_shape = [head.in_features, head.out_features] if head is not None else None
-    return json.dumps([cpu_model(), torch.__version__, torch.get_num_threads(), len(linears), shapes, head_shape])
+    return json.dumps([2, cpu_model(), torch.__version__, torch.get_num_threads(), len(linears), shapes,
+                       head_shape])  # 2: the table's format
 
 
 def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None = None) -> KernelTable | None:
-    """Pick each row count's kernel (forced, cached for this machine, or measured) and give the projections
-    their packed weights where some row count uses them. None where the CPU path does not apply (no
-    oneDNN, no float32 projection on the CPU, or forced to stock). ``head``: a :class:`dlp.lm_head.
-    TransposedHead`, whose layout is chosen per row count too."""
+    """Pick each row count's kernel (forced, cached for this machine, or measured), and keep only the weight
+    copies some row count uses. None where the CPU path does not apply (no float32 projection on the CPU, no
+    kernel but ``F.linear``, or forced to stock). ``head``: a :class:`dlp.lm_head.TransposedHead`."""
     mode = os.environ.get("DLP_CPU_KERNEL", "auto").strip().lower()
     linears = [m for m in linears if m.base.weight.dtype == torch.float32 and m.base.weight.device.type == "cpu"]
-    if mode == "stock" or not linears or not supported():
+    if mode == "stock" or not linears:
+        return None
+    kinds = available_kernels()
+    if len(kinds) == 1:
         return None
     path = Path(cache) / "cpu_kernels.json" if cache else None
     known = json.loads(path.read_text()) if path and path.is_file() else {}
     key = _key(linears, head)
-    if mode == "onednn":
-        table = KernelTable(list(ROWS), source="forced")
-    elif key in known:
-        table = KernelTable(known[key]["packed_rows"], known[key]["ms"], "cached",
-                            known[key].get("head_linear_rows", []))
+    if mode in ("onednn", "rows") and mode in kinds:
+        table = KernelTable({r: mode for r in ROWS}, source="forced",
+                            head={r: "head_rows" for r in ROWS} if mode == "rows" else {})
+    elif key in known and all(k in kinds for k in KernelTable.from_dict(known[key], "cached").proj.values()):
+        table = KernelTable.from_dict(known[key], "cached")
     else:
-        pack(linears)
-        table = measure(linears, head)
+        table = measure(linears, head, kinds=kinds)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({**known, key: table.as_dict()}, indent=1))
             except OSError:
                 pass  # a read-only cache only costs a measurement at the next start
-    if not table.packed_rows:
+    if not table.uses("onednn"):
         for m in linears:
             m.packed = None  # never used on this machine: no second copy of the weights
     elif linears[0].packed is None:
         pack(linears)
+    if head is not None and not table.uses("head_t"):
+        head.drop_transposed()
     return table

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cpu_kernels import packed_linear
+from .cpu_kernels import project
 from .manifest import RESERVED as BASE
 
 _ACTIVE_PLAN: contextvars.ContextVar["FusionPlan | None"] = contextvars.ContextVar("dlp_fusion_plan", default=None)
@@ -45,7 +45,7 @@ class FusedLoRALinear(nn.Module):
         self.key = key  # the module's dotted name, how plans find this layer
         self.loras: dict[str, LoRAWeights] = {}
         self.packed: torch.Tensor | None = None  # oneDNN's prepacked base weight (dlp.cpu_kernels), CPU only
-        self.kernels = None  # dlp.cpu_kernels.KernelTable: the row counts that use ``packed``; None = nn.Linear
+        self.kernels = None  # dlp.cpu_kernels.KernelTable: each row count's kernel; None = nn.Linear
 
     @property
     def in_features(self) -> int:
@@ -60,9 +60,8 @@ class FusedLoRALinear(nn.Module):
         return self.base.weight
 
     def _base(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernels is not None and self.packed is not None and x.dtype == torch.float32 \
-                and not torch.is_grad_enabled() and self.kernels.use_packed(x.numel() // x.shape[-1]):
-            return packed_linear(x, self.packed, self.base.bias)
+        if self.kernels is not None and x.dtype == torch.float32 and not torch.is_grad_enabled():
+            return project(self, x, self.kernels.proj_kernel(x.numel() // x.shape[-1]))
         return self.base(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,17 @@
-"""A faster output projection for CPU decoding.
+"""The output head for CPU decoding, with a second layout of its weight.
 
 Measured on 2 CPU cores of an earlier session's machine (SmolLM2's 49,152 x 576 float32 head):
 ``h @ W.T`` with ``W.T`` stored contiguously takes 5.2 ms for one row and 15.8 ms for three, against 11.0
-and 38.5 ms for ``nn.Linear``'s layout. The head is the largest matmul of a decode step, so this speeds up every
-column. It keeps a transposed copy of the (tied) weight: +113 MB. On a Xeon (AMX) ``nn.Linear``'s layout
-is the faster one at 2-3 rows, so the layout is chosen per row count by measurement
-(:func:`dlp.cpu_kernels.choose`, which sets ``kernels``).
-"""
+and 38.5 ms for ``nn.Linear``'s layout. The head is the largest matmul of a decode step. The transposed copy
+costs +113 MB, so :func:`dlp.cpu_kernels.choose` measures it against ``F.linear`` on the tied weight and
+against :mod:`dlp.row_gemm` per row count, sets ``kernels``, and drops the copy where nothing uses it."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from . import row_gemm
 
 
 class TransposedHead(nn.Module):
@@ -21,17 +21,25 @@ class TransposedHead(nn.Module):
         self.register_buffer("weight_t", head.weight.detach().t().contiguous(), persistent=False)  # (in, vocab)
         self.bias = head.bias
         self._tied = [head.weight]  # the (tied) weight in nn.Linear's layout, kept unregistered: no second copy
-        self.kernels = None  # dlp.cpu_kernels.KernelTable: the row counts that use nn.Linear's layout
+        self.kernels = None  # dlp.cpu_kernels.KernelTable: each row count's head kernel
 
-    def run(self, h: torch.Tensor, linear: bool) -> torch.Tensor:
-        if linear:
+    def run(self, h: torch.Tensor, kind: str = "head_t") -> torch.Tensor:
+        """``kind``: one of :data:`dlp.cpu_kernels.HEAD` (the transposed copy, F.linear, or the row kernel)."""
+        if kind == "head_rows":
+            return row_gemm.linear(h, self._tied[0], self.bias)
+        if kind == "head_linear" or self.weight_t is None:
             return nn.functional.linear(h, self._tied[0], self.bias)
         y = h @ self.weight_t  # (rows, T, vocab)
         return y + self.bias if self.bias is not None else y
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        rows = h.numel() // h.shape[-1]
-        return self.run(h, self.kernels is not None and self.kernels.head_linear(rows))
+        if self.kernels is None or torch.is_grad_enabled() or h.dtype != torch.float32:
+            return self.run(h)
+        return self.run(h, self.kernels.head_kernel(h.numel() // h.shape[-1]))
+
+    def drop_transposed(self) -> None:
+        """Free the transposed copy where no row count uses it (F.linear then runs wherever it would)."""
+        self.weight_t = None
 
 
 def speed_up_head(model: nn.Module) -> None:

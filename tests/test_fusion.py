@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tiny
+from dlp.cpu_kernels import ROWS, KernelTable, available_kernels, pack
 from dlp.fusion import FusedLoRALinear, LoRAWeights, build_plan, fused_layers
 
 
@@ -41,12 +42,18 @@ def tiny_parts(tmp_path_factory):
     return tiny.two_adapters(tmp_path_factory.mktemp("fusion"))
 
 
-def test_matches_peft_cat_combination(tiny_parts):
-    """Our weighted fusion equals PEFT's add_weighted_adapter(..., combination_type='cat'), which is exact."""
+@pytest.mark.parametrize("kernel", available_kernels())
+def test_matches_peft_cat_combination(tiny_parts, kernel):
+    """Our weighted fusion equals PEFT's add_weighted_adapter(..., combination_type='cat'), which is exact, on
+    every CPU kernel for the base projections (6 tokens: the row kernel takes them)."""
     from peft import PeftModel
 
     tok, model, root = tiny_parts
     fused, layers = tiny.fused_copy(model, root)
+    if kernel == "onednn":
+        pack(list(layers.values()))
+    for layer in layers.values():
+        layer.kernels = KernelTable({r: kernel for r in ROWS}, source="forced")
     peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(root / "a"), adapter_name="a")
     peft_model.load_adapter(str(root / "b"), adapter_name="b")
     peft_model.add_weighted_adapter(["a", "b"], [0.7, 0.3], "mix", combination_type="cat")

@@ -77,7 +77,8 @@ COST = """
 6. **What it costs** (`python -m dlp bench` on {cpu}, {threads} threads): a second adapter fused costs
    {fused:.2f}x one adapter, because both adapters' small A/B matrices are concatenated into one LoRA per layer;
    three columns in one batch cost {compare:.2f}x one column and five {five:.2f}x, because decoding reads every
-   weight once per step whatever the number of rows. The router takes {router:.2f} ms, building a request's
+   weight once per step whatever the number of rows (on a CPU that takes a small compiled kernel,
+   `dlp/row_gemm.py`: MKL's matmul read them at 5 rows about 1.6x as slowly as at one). The router takes {router:.2f} ms, building a request's
    fusion plan {setup:.1f} ms, and the token gate {token:.2f}x renorm per request. One lesson for anyone copying
    this on a CPU: PyTorch's OpenMP workers slow every op down when two threads of one process both run
    parallel work on few cores (here each token took ~1.8x as long), so the engine loads and decodes on one
