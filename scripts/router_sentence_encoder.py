@@ -55,6 +55,17 @@ def targets(labels: list[str], rows: list[dict]) -> torch.Tensor:
     return y
 
 
+def p50(route, prompts: list[str]) -> float:
+    """Median ms of one prompt's routing on one thread (the router's setting on the page), after a warm-up."""
+    torch.set_num_threads(1)
+    ts = []
+    for i in range(60):
+        t = time.perf_counter()
+        route(prompts[i % len(prompts)])
+        ts.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ts[10:])
+
+
 def train_head(x: torch.Tensor, y: torch.Tensor, steps: int = 300) -> torch.nn.Module:
     head = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, y.shape[1]))
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -111,14 +122,9 @@ def main() -> None:
             torch.manual_seed(seed)
             print(f"+{spec['label']} from {len(spec['examples'])}, seed {seed}:",
                   check(train_head(xn, yn), labs, {spec["label"]: spec["held_out"]}))
-    torch.set_num_threads(1)  # the router's setting on the page
-    ts = []
     with torch.no_grad():
-        for i in range(60):
-            t = time.perf_counter()
-            head(embed([single[i % len(single)][0]]))
-            ts.append((time.perf_counter() - t) * 1000)
-    print(f"p50 {statistics.median(ts[10:]):.2f} ms (1 thread, tokenizer + encoder + head); encoder parameters "
+        ms = p50(lambda p: head(embed([p])), [p for p, _ in single])
+    print(f"p50 {ms:.2f} ms (1 thread, tokenizer + encoder + head); encoder parameters "
           f"{sum(p.numel() for p in enc.parameters()):,}")
 
 
@@ -174,13 +180,8 @@ def label_head() -> None:
             r["two_skill"] = sum(a in k and b in k and min(k[a], k[b]) >= 0.2 for (_, a, b), k in zip(two, kept))
             r[spec["label"]] = sum(labs[i] == spec["label"] for i in probs(spec["held_out"]).argmax(-1).tolist())
             print(f"label head, encoder layers {LAYERS}, +{spec['label']} from 8, seed {seed}:", r, flush=True)
-    torch.set_num_threads(1)
-    ts = []
-    for i in range(60):
-        t = time.perf_counter()
-        probs([single[i % len(single)][0]])
-        ts.append((time.perf_counter() - t) * 1000)
-    print(f"p50 {statistics.median(ts[10:]):.2f} ms (1 thread: both tokenizers, router, encoder, label head)")
+    print(f"p50 {p50(lambda p: probs([p]), [p for p, _ in single]):.2f} ms (1 thread: both tokenizers, router, "
+          "encoder, label head)")
 
 
 if __name__ == "__main__":
