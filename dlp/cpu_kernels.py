@@ -176,6 +176,11 @@ def _key(linears: list[nn.Module], head: nn.Module | None) -> str:
                        head_shape])  # 2: the table's format
 
 
+def _runs_here(table: KernelTable, kinds: list[str]) -> bool:
+    """Whether every kernel a cached table names is available in this process (a compiler may have gone)."""
+    return all(k in kinds for k in table.proj.values()) and ("rows" in kinds or not table.uses("head_rows"))
+
+
 def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None = None) -> KernelTable | None:
     """Pick each row count's kernel (forced, cached for this machine, or measured), and keep only the weight
     copies some row count uses. None where the CPU path does not apply (no float32 projection on the CPU, no
@@ -193,7 +198,7 @@ def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None 
     if mode in ("onednn", "rows") and mode in kinds:
         table = KernelTable({r: mode for r in ROWS}, source="forced",
                             head={r: "head_rows" for r in ROWS} if mode == "rows" else {})
-    elif key in known and all(k in kinds for k in KernelTable.from_dict(known[key], "cached").proj.values()):
+    elif key in known and _runs_here(KernelTable.from_dict(known[key], "cached"), kinds):
         table = KernelTable.from_dict(known[key], "cached")
     else:
         table = measure(linears, head, kinds=kinds)

@@ -10,8 +10,8 @@ It is C compiled on first use with the machine's own compiler for the machine's 
 (``-march=native``: AVX-512 or AVX2), cached by source, CPU and flags, and called through :mod:`ctypes`.
 Its OpenMP is PyTorch's: the library links ``libgomp.so.1``, which the loader resolves to the copy torch
 already loaded, so its threads are torch's threads (a second OpenMP runtime would make both sleep between
-regions; :func:`available` refuses then). Where there is no compiler, no x86 vector unit, or the build fails,
-:func:`available` is False and the projections keep the other kernels: :mod:`dlp.cpu_kernels` picks among them
+regions; :func:`load` refuses then). Where there is no compiler, no x86 vector unit, or the build fails,
+:func:`load` returns None and the projections keep the other kernels: :mod:`dlp.cpu_kernels` picks among them
 by measurement, never by assumption.
 
 The sum runs in another order than MKL's: logits agree to float32 rounding (tested), not bit for bit.
@@ -187,13 +187,6 @@ def load(cache: Path | None = None) -> ctypes.CDLL | None:
 
 def why_not() -> str | None:
     return _WHY_NOT
-
-
-def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`linear` can take these: float32 on the CPU, 1-8 rows, no autograd."""
-    return (x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
-            and weight.device.type == "cpu" and x.numel() // max(x.shape[-1], 1) <= MAX_ROWS
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -119,3 +119,10 @@ def test_without_a_compiler_the_row_kernel_steps_aside_with_a_reason(tmp_path, m
     assert row_gemm.load(tmp_path) is None
     assert "no C compiler" in row_gemm.why_not()
     assert "rows" not in cpu_kernels.available_kernels()
+
+
+def test_a_cached_table_naming_a_missing_kernel_is_measured_again():
+    table = KernelTable({r: "stock" for r in ROWS}, head={r: "head_rows" for r in ROWS})
+    assert not cpu_kernels._runs_here(table, ["stock", "onednn"])
+    assert cpu_kernels._runs_here(table, ["stock", "rows"])
+    assert not cpu_kernels._runs_here(KernelTable({1: "rows"}), ["stock"])
