@@ -178,10 +178,15 @@ def load(cache: Path | None = None) -> ctypes.CDLL | None:
     if not _one_openmp_runtime():
         _WHY_NOT = "a second OpenMP runtime was loaded beside torch's"
         return None
+    _LIB = bind(lib)
+    return lib
+
+
+def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare ``row_gemm``'s C signature on a loaded library."""
     lib.row_gemm.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
                              ctypes.c_void_p, ctypes.c_void_p]
     lib.row_gemm.restype = ctypes.c_int
-    _LIB = lib
     return lib
 
 

@@ -126,3 +126,24 @@ def test_a_cached_table_naming_a_missing_kernel_is_measured_again():
     assert not cpu_kernels._runs_here(table, ["stock", "onednn"])
     assert cpu_kernels._runs_here(table, ["stock", "rows"])
     assert not cpu_kernels._runs_here(KernelTable({1: "rows"}), ["stock"])
+
+
+@needs_rows
+def test_the_avx2_build_is_right_too(tmp_path):
+    """The AMD EPYC machines have AVX2 only: build the kernel for that vector unit and check it here."""
+    import ctypes
+    import subprocess
+
+    if " avx2 " not in open("/proc/cpuinfo").read():
+        pytest.skip("this CPU cannot run AVX2 code")
+    src = tmp_path / "k.c"
+    src.write_text(row_gemm.source())
+    flags = ["-march=haswell" if f == "-march=native" else f for f in row_gemm.FLAGS]
+    subprocess.run(["cc", *flags, str(src), "-o", str(tmp_path / "k.so")], check=True)
+    lib = row_gemm.bind(ctypes.CDLL(str(tmp_path / "k.so")))
+    for rows in (1, 3, 5, 8):
+        for k in (576, 37, 3):
+            x, w, b = torch.randn(rows, k), torch.randn(131, k), torch.randn(131)
+            out = torch.empty(rows, 131)
+            assert lib.row_gemm(x.data_ptr(), rows, k, w.data_ptr(), 131, b.data_ptr(), out.data_ptr()) == 0
+            torch.testing.assert_close(out, torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-4)
