@@ -24,6 +24,7 @@ transposed copy of :mod:`dlp.lm_head`, ``F.linear`` on the tied weight, and the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -72,6 +73,7 @@ class KernelTable:
                    {int(r): k for r, k in d.get("head", {}).items()})
 
 
+@functools.lru_cache(maxsize=64)  # called by every projection of every step
 def _at(rows: int) -> int:
     """The largest measured row count not above ``rows`` (beyond 8 rows: 8's choice)."""
     return max((r for r in ROWS if r <= rows), default=ROWS[0])
@@ -123,8 +125,10 @@ def _pick(ms: dict[str, dict[str, float]], kinds: list[str], rows: int) -> str:
     return best if ms[best][str(rows)] < 0.97 * ms[kinds[0]][str(rows)] else kinds[0]
 
 
-def available_kernels() -> list[str]:
-    return ["stock"] + (["onednn"] if supported() else []) + (["rows"] if row_gemm.load(cache_root()) else [])
+def available_kernels(cache: Path | None = None) -> list[str]:
+    """The kernels this process can run (``cache``: where the row kernel is built; default the engine's cache)."""
+    rows = row_gemm.load(cache if cache is not None else cache_root())
+    return ["stock"] + (["onednn"] if supported() else []) + (["rows"] if rows else [])
 
 
 def measure(linears: list[nn.Module], head: nn.Module | None = None, reps: int = 5,
@@ -189,7 +193,7 @@ def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None 
     linears = [m for m in linears if m.base.weight.dtype == torch.float32 and m.base.weight.device.type == "cpu"]
     if mode == "stock" or not linears:
         return None
-    kinds = available_kernels()
+    kinds = available_kernels(cache)
     if len(kinds) == 1:
         return None
     path = Path(cache) / "cpu_kernels.json" if cache else None
@@ -198,8 +202,8 @@ def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None 
     if mode in ("onednn", "rows") and mode in kinds:
         table = KernelTable({r: mode for r in ROWS}, source="forced",
                             head={r: "head_rows" for r in ROWS} if mode == "rows" else {})
-    elif key in known and _runs_here(KernelTable.from_dict(known[key], "cached"), kinds):
-        table = KernelTable.from_dict(known[key], "cached")
+    elif key in known and _runs_here(cached := KernelTable.from_dict(known[key], "cached"), kinds):
+        table = cached
     else:
         table = measure(linears, head, kinds=kinds)
         if path is not None:

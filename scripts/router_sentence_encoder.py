@@ -14,6 +14,7 @@ product: the package is a third party's repack,
 and the results (README, issue 18) did not meet every bar at once.
 """
 
+import functools
 import json
 import statistics
 import sys
@@ -55,6 +56,29 @@ def targets(labels: list[str], rows: list[dict]) -> torch.Tensor:
     return y
 
 
+@functools.lru_cache(maxsize=1)
+def checks() -> tuple[dict, dict, list, list]:
+    """The hand-written checks: (natural prompts, few-shot file, single-task (prompt, label), two-skill)."""
+    data = json.loads((ROOT / "tests/data/natural_prompts.json").read_text())
+    few = json.loads((ROOT / "tests/data/fewshot_label.json").read_text())
+    single = [(p, t) for t, ps in data["single"].items() for p in ps]
+    return data, few, single, [tuple(x) for x in data["two_skill"] + few["two_skill"]]
+
+
+def score(probs, labs: list[str], new: dict[str, list[str]] | None = None) -> dict:
+    """Counts right on each check, as scripts/router_fewshot.py counts them (``probs``: prompts -> (B, labels))."""
+    data, _, single, two = checks()
+    top = lambda ps: [labs[i] for i in probs(ps).argmax(-1).tolist()]  # noqa: E731
+    r = {"single": sum(a == t for a, (_, t) in zip(top([p for p, _ in single]), single)),
+         "everyday": sum(a == "base" for a in top(data["everyday"]))}
+    kept = [{labs[i]: v for i, v in select(p, list(range(len(labs))), 0.9).items()}
+            for p in probs([p for p, _, _ in two])]
+    r["two_skill"] = sum(a in k and b in k and min(k[a], k[b]) >= 0.2 for (_, a, b), k in zip(two, kept))
+    for lab, held in (new or {}).items():
+        r[lab] = sum(a == lab for a in top(held))
+    return r
+
+
 def p50(route, prompts: list[str]) -> float:
     """Median ms of one prompt's routing on one thread (the router's setting on the page), after a warm-up."""
     torch.set_num_threads(1)
@@ -89,23 +113,11 @@ def main() -> None:
         full, _ = router_data(labels, 60)
         replay += [{"prompt": p, "target": {labels[y]: 1.0} if isinstance(y, int) else
                     {labels[k]: v for k, v in y.items()}} for p, y in full]
-    data = json.loads((ROOT / "tests/data/natural_prompts.json").read_text())
-    few = json.loads((ROOT / "tests/data/fewshot_label.json").read_text())
-    single = [(p, t) for t, ps in data["single"].items() for p in ps]
-    two = [tuple(x) for x in data["two_skill"] + few["two_skill"]]
+    data, few, single, two = checks()
 
     def check(head, labs, new=None) -> dict:
         with torch.no_grad():
-            probs = lambda ps: head(embed(ps)).softmax(-1)  # noqa: E731
-            r = {"single": sum(labs[i] == t for i, (_, t) in zip(probs([p for p, _ in single]).argmax(-1).tolist(),
-                                                                  single)),
-                 "everyday": sum(labs[i] == "base" for i in probs(data["everyday"]).argmax(-1).tolist())}
-            kept = [{labs[i]: w for i, w in select(p, list(range(len(labs))), 0.9).items()}
-                    for p in probs([p for p, _, _ in two])]
-            r["two_skill"] = sum(a in k and b in k and min(k[a], k[b]) >= 0.2 for (_, a, b), k in zip(two, kept))
-            for lab, held in (new or {}).items():
-                r[lab] = sum(labs[i] == lab for i in probs(held).argmax(-1).tolist())
-        return r
+            return score(lambda ps: head(embed(ps)).softmax(-1), labs, new)
 
     x = embed([r["prompt"] for r in replay])
     torch.manual_seed(0)
@@ -144,10 +156,7 @@ def label_head() -> None:
             return torch.cat([h, 4 * embed(texts)], 1), router.mlp[-1](h)
 
     replay = [json.loads(l) for l in (ROOT / "assets/router/replay.jsonl").read_text().splitlines()]
-    data = json.loads((ROOT / "tests/data/natural_prompts.json").read_text())
-    few = json.loads((ROOT / "tests/data/fewshot_label.json").read_text())
-    single = [(p, t) for t, ps in data["single"].items() for p in ps]
-    two = [tuple(x) for x in data["two_skill"] + few["two_skill"]]
+    _, few, single, _ = checks()
     xr, lr = feats([r["prompt"] for r in replay])
     for spec in (few, few["second_label"]):
         labs = labels + [spec["label"]]
@@ -172,13 +181,7 @@ def label_head() -> None:
                 with torch.no_grad():
                     return torch.cat([l, head(f)], 1).softmax(-1)
 
-            r = {"single": sum(labs[i] == t for i, (_, t) in zip(probs([p for p, _ in single]).argmax(-1).tolist(),
-                                                                  single)),
-                 "everyday": sum(labs[i] == "base" for i in probs(data["everyday"]).argmax(-1).tolist())}
-            kept = [{labs[i]: v for i, v in select(p, list(range(len(labs))), 0.9).items()}
-                    for p in probs([p for p, _, _ in two])]
-            r["two_skill"] = sum(a in k and b in k and min(k[a], k[b]) >= 0.2 for (_, a, b), k in zip(two, kept))
-            r[spec["label"]] = sum(labs[i] == spec["label"] for i in probs(spec["held_out"]).argmax(-1).tolist())
+            r = score(probs, labs, {spec["label"]: spec["held_out"]})
             print(f"label head, encoder layers {LAYERS}, +{spec['label']} from 8, seed {seed}:", r, flush=True)
     print(f"p50 {p50(lambda p: probs([p]), [p for p, _ in single]):.2f} ms (1 thread: both tokenizers, router, "
           "encoder, label head)")
