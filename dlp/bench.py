@@ -50,6 +50,29 @@ def _time_case(engine: Engine, prompt: str, mixtures: list, options: GenerationO
     return (time.perf_counter() - start) * 1000, last.state.timings[0].tokens_per_s
 
 
+TAUGHT = ["Write a SQL query that returns all customers from Germany.", "How do I count the rows in a table called orders?",
+          "SELECT the top 5 products by price from the products table.", "What's the SQL for the average salary per department?",
+          "Give me the SQL to join employees and departments on department_id.",
+          "I need a query to delete duplicate emails from the users table.",
+          "Update the status column to 'shipped' for order 1042.", "Create a table for blog posts with an id and a title."]
+
+
+def _taught_routing(engine: Engine):
+    """Routing once a visitor has added an adapter: the router with a label head taught from 8 examples,
+    which reads sentence vectors beside the router's own features (None without a replay set)."""
+    from .errors import DLPError
+    from .router_extend import read_replay, teach, with_new_label
+    from .routing import Routing
+
+    router = engine.routing.router
+    try:
+        replay = read_replay(engine.manifest.router_path)
+    except (DLPError, TypeError):
+        return None
+    taught = teach(with_new_label(router, "sql"), engine.tokenizer, replay, TAUGHT, "sql")
+    return Routing(engine.tokenizer, taught, [*engine.routing.names, "sql"], engine.manifest.defaults)
+
+
 def _peft_cat_setup_ms(engine: Engine, names: list[str]) -> float | None:
     """PEFT's reference: building a weighted ``cat`` adapter per request, as a static-merge demo would."""
     try:
@@ -125,9 +148,12 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     engine.use_cpu_kernels(True)
     med = {k: statistics.median(v) for k, v in walls.items()}
 
-    router_ms = []
-    for i in range(200):
+    router_ms, taught_ms = [], []
+    taught = _taught_routing(engine)
+    for i in range(200):  # side by side: the shipped router, then the same with a label taught from examples
         router_ms.append(engine.routing.probs(prompts[i % len(prompts)])[1])
+        if taught is not None:
+            taught_ms.append(taught.probs(prompts[i % len(prompts)])[1])
     layers = fused_layers(engine.model)
     setup = []
     for _ in range(20):
@@ -146,6 +172,7 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
         "cpu_kernels": engine.kernels.as_dict() if engine.kernels is not None else None,
         "method_over_renorm": {m: round(med[f"fused_{m}"] / med["fused"], 3) for m in methods},
         "router_ms_p50": round(statistics.median(router_ms), 3),
+        "router_ms_p50_taught_label": round(statistics.median(taught_ms), 3) if taught_ms else None,
         "fusion_setup_ms": round(statistics.median(setup), 3),
         "peft_cat_setup_ms": None,
         "peak_rss_mb": None,

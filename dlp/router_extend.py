@@ -1,9 +1,10 @@
 """Teaching the router one more adapter from a few example prompts, without the original data.
 
 The router folder keeps a small replay set (``replay.jsonl``: prompts and targets for the labels it
-already knows). Adding a label appends one output row and fine-tunes the router on the replay set plus
-the new examples, so the old labels stay right; the previous files are kept so a removal restores them
-exactly.
+already knows). Adding a label leaves the router as it is and trains a small head for the new label on
+the replay set plus the new examples; the head reads frozen sentence vectors beside the router's own
+features, which is what carries a few examples to prompts worded otherwise (README, issue 18). The
+previous files are kept so a removal restores them exactly.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import json
 import random
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
+
 from .errors import DLPError
-from .router import MiniMLPRouter, RouterConfig, load_router, save_router
+from .router import MiniMLPRouter, RouterConfig, label_head, load_router, save_router
 
 REPLAY = "replay.jsonl"
 HISTORY = "history"  # history/<label>/: the router as it was before <label> was added
@@ -51,87 +55,83 @@ def read_replay(folder: Path) -> list[dict]:
 
 
 def with_new_label(router: MiniMLPRouter, label: str) -> MiniMLPRouter:
-    """The same router with one more output, initialised to be unlikely until trained."""
-    cfg = RouterConfig(**{**router.cfg.__dict__, "labels": (*router.cfg.labels, label)})
-    bigger = MiniMLPRouter(cfg)
-    state = router.state_dict()
-    head = bigger.mlp[-1]
+    """The same router (its table, MLP and earlier heads shared, not copied) with one more label, whose
+    logit comes from a new label head, started unlikely until taught."""
+    from .sentence_vectors import shared
+
+    dim = shared().dim
+    if router.cfg.sentence_dim not in (0, dim):
+        raise DLPError(f"The router's label heads read {router.cfg.sentence_dim}-dim sentence vectors, "
+                       f"the shipped ones have {dim}", hint="remove the labels added since, then add them again")
+    cfg = replace(router.cfg, labels=(*router.cfg.labels, label), heads=(*router.cfg.heads, label),
+                  sentence_dim=dim)
+    head = label_head(cfg)
     with torch.no_grad():
-        for k, v in state.items():
-            if k.startswith("mlp.6."):
-                continue
-            bigger.state_dict()[k].copy_(v)
-        head.weight[:-1].copy_(router.mlp[-1].weight)
-        head.bias[:-1].copy_(router.mlp[-1].bias)
-        head.weight[-1].normal_(0, 0.01, generator=torch.Generator().manual_seed(0))
-        head.bias[-1].fill_(float(router.mlp[-1].bias.min()))
-    bigger.embed.weight = router.embed.weight  # frozen while a label is taught (see teach): shared, not copied
-    return bigger
+        torch.manual_seed(0)
+        for m in head:
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+        head[-1].bias.fill_(float(router.mlp[-1].bias.min()))
+    return MiniMLPRouter.sharing(router, cfg, [*router.heads, head])
 
 
 def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[str], label: str,
-          steps: int = 400, lr: float = 3e-3, seed: int = 0,
+          steps: int = 300, lr: float = 3e-3, seed: int = 0,
           progress: Callable[[float], None] | None = None) -> MiniMLPRouter:
-    """Fine-tune on the replay set plus the new examples (repeated so they weigh like one replay label);
-    ``progress`` hears the finished share now and then (the page's progress bar)."""
+    """Train the new label's head (the router's last) and nothing else: the examples move to the new label,
+    the replay prompts keep their probability on the labels they had, so the labels the router already
+    knows route exactly as before wherever the new head stays low. ``progress`` hears the finished share
+    now and then (the page's progress bar)."""
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     labels = list(router.cfg.labels)
-    index = {n: i for i, n in enumerate(labels)}
+    if not router.heads or router.cfg.heads[-1] != label or labels[-1] != label:
+        raise DLPError(f"'{label}' is not the router's newest label head", hint="make it with with_new_label")
     # Replay prompts that read like the new examples are what the user is re-labelling ("write a poem"
     # was an everyday prompt until a poetry adapter came): leave those out instead of fighting them.
     new_words = [_words(e) for e in examples]
-    replay = [r for r in replay if max(_overlap(_words(r["prompt"]), w) for w in new_words) < 0.3]
-    items = [(r["prompt"], {index[k]: v for k, v in r["target"].items() if k in index}) for r in replay]
-    items = [(p, t) for p, t in items if t]
-    per_label = max(1, len(items) // max(1, len(labels) - 1))
-    views = [v for e in examples for v in (e, e.lower())]
-    items += [(v, {index[label]: 1.0}) for v in views] * max(1, 3 * per_label // len(views))
-    encoded = [(router.ids(tokenizer, [p])[0], t) for p, t in items]
-    # The embedding tables are most of the model and hold what the old labels rely on: train the pooling
-    # weights and the MLP only, so a handful of new prompts cannot move the shared token embeddings. Each
-    # new example is also seen lower-cased and with words dropped.
-    router.embed.weight.requires_grad_(False)
-    params = [p for p in router.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    router.train()
-    done = 0
-    while done < steps:
-        rng.shuffle(encoded)
-        for k in range(0, len(encoded), 64):
-            if done == steps:
-                break
-            done += 1
-            chunk = encoded[k : k + 64]
-            rows = [ids[torch.rand(len(ids)) >= 0.15] for ids, _ in chunk]  # token dropout, as in training
-            rows = [r if len(r) else ids[:1] for r, (ids, _) in zip(rows, chunk)]
-            offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
-            target = torch.zeros(len(chunk), len(labels))
-            for i, (_, t) in enumerate(chunk):
-                for j, share in t.items():
-                    target[i, j] = share
-            target = target / target.sum(-1, keepdim=True)
-            loss = -(target * torch.log_softmax(router(torch.cat(rows), offsets), -1)).sum(-1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if progress is not None and done % 20 == 0:
-                progress(done / steps)
-    router.embed.weight.requires_grad_(True)
+    prompts = [r["prompt"] for r in replay
+               if any(k in labels[:-1] for k in r["target"])
+               and max(_overlap(_words(r["prompt"]), w) for w in new_words) < 0.3]
+    prompts += examples
+    new = torch.arange(len(prompts)) >= len(prompts) - len(examples)
+    with torch.no_grad():
+        router.eval()
+        h = router.features(router.pooled(*router.ids(tokenizer, prompts)))
+        x = router.head_inputs(h, router.sentences(prompts))
+        before = torch.cat([router.mlp[-1](h), *(head(x) for head in router.heads[:-1])], -1)
+    # The examples weigh a quarter of the replay set together: enough to claim their kind, not everything.
+    weight = torch.where(new, (~new).sum() / new.sum() / 4, torch.tensor(1.0))
+    head = router.heads[-1]
+    head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    for step in range(steps):
+        logp = torch.cat([before, head(x)], -1).log_softmax(-1)
+        nll = torch.where(new, -logp[:, -1], -torch.log1p(-logp[:, -1].exp().clamp(max=1 - 1e-6)))
+        loss = (weight * nll).sum() / weight.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress is not None and (step + 1) % 20 == 0:
+            progress((step + 1) / steps)
     return router.eval()
 
 
 def without_label(router: MiniMLPRouter, label: str) -> MiniMLPRouter:
-    """The router with ``label``'s output row dropped: the other labels keep their relative probabilities."""
-    keep = [i for i, n in enumerate(router.cfg.labels) if n != label]
-    cfg = RouterConfig(**{**router.cfg.__dict__, "labels": tuple(router.cfg.labels[i] for i in keep)})
-    smaller = MiniMLPRouter(cfg)
-    state = router.state_dict()
-    state["mlp.6.weight"], state["mlp.6.bias"] = state["mlp.6.weight"][keep], state["mlp.6.bias"][keep]
-    smaller.load_state_dict(state)
-    if smaller.embed.weight.data_ptr() != router.embed.weight.data_ptr():
-        smaller.embed.weight = router.embed.weight  # frozen when labels are taught: share, don't copy
-    return smaller.eval()
+    """The router without ``label``: the other labels keep their relative probabilities."""
+    cfg = router.cfg
+    labels = tuple(n for n in cfg.labels if n != label)
+    if label in cfg.heads:
+        keep = [h for n, h in zip(cfg.heads, router.heads) if n != label]
+        return MiniMLPRouter.sharing(router, replace(cfg, labels=labels, heads=tuple(n for n in cfg.heads if n != label)),
+                                     keep)
+    # A row of the MLP's output layer (a label trained in, or taught before label heads existed).
+    rows = [i for i, n in enumerate(cfg.labels[: len(cfg.labels) - len(cfg.heads)]) if n != label]
+    out = nn.Linear(cfg.hidden, len(rows))
+    with torch.no_grad():
+        out.weight.copy_(router.mlp[-1].weight[rows])
+        out.bias.copy_(router.mlp[-1].bias[rows])
+    return MiniMLPRouter.sharing(router, replace(cfg, labels=labels), list(router.heads),
+                                 nn.Sequential(*router.mlp[:-1], out))
 
 
 def _words(text: str) -> set[str]:

@@ -5,7 +5,8 @@
 For each router folder (default: the manifest's): single-task top-1, everyday prompts -> base and two-skill
 prompts with both adapters kept (weaker >= 0.2 at top-p 0.9) on tests/data/natural_prompts.json plus the
 two-skill prompts of tests/data/fewshot_label.json; then, on a copy, ``add-adapter``'s teaching of the label
-"sql" from 8 examples, scored on 12 other SQL prompts and on the shipped labels' single-task prompts again.
+"sql" (then, apart, "email") from 8 examples, scored on 12 other prompts of its kind and on the hand-written
+checks again.
 """
 
 from __future__ import annotations
@@ -49,13 +50,16 @@ def check(folder: Path, tokenizer) -> dict:
            "n_single": len(single),
            "everyday": sum(a == "base" for a in top1(router, tokenizer, data["everyday"])), "n_everyday": len(data["everyday"]),
            "two_skill": both_kept(router, tokenizer, two), "n_two_skill": len(two)}
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "router"
-        shutil.copytree(folder, copy)
-        taught = add_label(copy, tokenizer, few["label"], few["examples"])
-        out["new_label"] = sum(a == few["label"] for a in top1(taught, tokenizer, few["held_out"]))
-        out["n_new_label"] = len(few["held_out"])
-        out["single_after"] = sum(a == t for a, (_, t) in zip(top1(taught, tokenizer, [p for p, _ in single]), single))
+    for spec in (few, few["second_label"]):
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "router"
+            shutil.copytree(folder, copy)
+            taught = add_label(copy, tokenizer, spec["label"], spec["examples"])
+            out[spec["label"]] = sum(a == spec["label"] for a in top1(taught, tokenizer, spec["held_out"]))
+            out[f"after_{spec['label']}"] = {
+                "single": sum(a == t for a, (_, t) in zip(top1(taught, tokenizer, [p for p, _ in single]), single)),
+                "everyday": sum(a == "base" for a in top1(taught, tokenizer, data["everyday"])),
+                "two_skill": both_kept(taught, tokenizer, two)}
     return out
 
 

@@ -9,9 +9,9 @@ an MLP head (384 -> 256 -> labels, ~0.1M parameters) is trained on the router's 
 scripts/router_fewshot.py checks routers: the hand-written prompts of tests/data/, and a new label (sql, email)
 taught from 8 examples and scored on 12 others. ``label-head`` keeps the shipped router frozen instead and teaches
 only the new label's logit: a small MLP on the router's penultimate features beside the encoder's, trained so that
-the replay prompts keep their mass on the shipped labels and the 8 examples move to the new one. Not part of the
-product: the package is a third party's repack,
-and the results (README, issue 18) did not meet every bar at once.
+the replay prompts keep their mass on the shipped labels and the 8 examples move to the new one. That last one is
+now the product's teaching (``dlp/router_extend.py``), with the embedding layer's rows precomputed
+(``scripts/build_sentence_vectors.py``) instead of this package at run time.
 """
 
 import functools
