@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import DLPError
 
@@ -44,8 +45,7 @@ def label_head(cfg: RouterConfig) -> nn.Module:
 def _run_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``head(x)`` without nn.Module's call overhead: routing is on every request's path (~0.05 ms saved)."""
     first, _, last = head
-    return nn.functional.linear(nn.functional.gelu(nn.functional.linear(x, first.weight, first.bias)),
-                                last.weight, last.bias)
+    return F.linear(F.gelu(F.linear(x, first.weight, first.bias)), last.weight, last.bias)
 
 
 class MiniMLPRouter(nn.Module):
@@ -86,6 +86,9 @@ class MiniMLPRouter(nn.Module):
         """(batch, embed_dim): each prompt's token vectors, averaged (or weighted by importance)."""
         if self.cfg.pooling != "weighted":
             return self.embed(flat_ids, offsets)
+        if len(offsets) == 1 and not self.training:  # one prompt, as on the page: 3 ops instead of 9 (~0.07 ms)
+            w = self.token_score.weight.index_select(0, flat_ids).squeeze(-1).clamp(-8, 8).exp()
+            return ((w @ self.embed.weight.index_select(0, flat_ids)) / w.sum())[None]
         w = self.token_score(flat_ids).squeeze(-1).clamp(-8, 8).exp()  # (tokens,) importance of each token
         lengths = torch.diff(offsets, append=torch.tensor([flat_ids.numel()], device=offsets.device))
         bag = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)  # (tokens,)
@@ -100,21 +103,28 @@ class MiniMLPRouter(nn.Module):
                 sentences: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (batch, n_adapters) from concatenated prompt ids and their start offsets; ``sentences``
         (batch, sentence_dim) is needed once the router has label heads."""
-        pooled = self.pooled(flat_ids, offsets)
-        if not self.heads:
-            return self.mlp(pooled)  # (B, D) -> (B, N)
-        if sentences is None:
+        if self.heads and sentences is None:
             raise ValueError("this router has label heads: pass the prompts' sentence vectors")
-        h = self.features(pooled)
+        h = self.features(self.pooled(flat_ids, offsets))
+        last = self.mlp[-1]
+        out = F.linear(h, last.weight, last.bias)  # (B, hidden) -> (B, N)
+        if not self.heads:
+            return out
         x = self.head_inputs(h, sentences)
-        return torch.cat([self.mlp[-1](h), *(_run_head(head, x) for head in self.heads)], -1)
+        return torch.cat([out, *(_run_head(head, x) for head in self.heads)], -1)
 
     def features(self, pooled: torch.Tensor) -> torch.Tensor:
         """(batch, hidden): the MLP's last features, before its output layer."""
-        *body, _ = self.mlp  # not self.mlp[:-1], which builds a new Sequential each call (~0.1 ms)
-        for layer in body:
-            pooled = layer(pooled)
-        return pooled
+        if self.training:  # dropout on
+            *body, _ = self.mlp
+            for layer in body:
+                pooled = layer(pooled)
+            return pooled
+        # Routing is on every request's path: functional calls skip nn.Module's per-call cost (~0.03 ms).
+        norm, first, _, _, second, _, _ = self.mlp
+        x = F.layer_norm(pooled, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        x = F.gelu(F.linear(x, first.weight, first.bias))
+        return F.gelu(F.linear(x, second.weight, second.bias))
 
     def sentences(self, prompts: list[str]) -> torch.Tensor | None:
         """The prompts' sentence vectors, where label heads read them."""
