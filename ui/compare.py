@@ -203,6 +203,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
                                         label=f"{learned['label']} vs DLP fused") if learned else
                      gr.HighlightedText(value=None, visible=False))
         names, steps = update.gate_trace(cols.index(learned)) if learned else ([], [])
+        shown = {key: name for name, key in scope.keys.items()}  # a visitor's LoRA runs under its session key
+        names = [shown.get(n, n) for n in names]
         if steps:
             ids = update.state.token_ids[cols.index(learned)][: len(steps)]
             tokens = [engine.tokenizer.decode([t]) for t in ids]
