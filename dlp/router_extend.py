@@ -65,14 +65,7 @@ def with_new_label(router: MiniMLPRouter, label: str) -> MiniMLPRouter:
                        f"the shipped ones have {dim}", hint="remove the labels added since, then add them again")
     cfg = replace(router.cfg, labels=(*router.cfg.labels, label), heads=(*router.cfg.heads, label),
                   sentence_dim=dim)
-    head = label_head(cfg)
-    with torch.no_grad():
-        torch.manual_seed(0)
-        for m in head:
-            if isinstance(m, nn.Linear):
-                m.reset_parameters()
-        head[-1].bias.fill_(float(router.mlp[-1].bias.min()))
-    return MiniMLPRouter.sharing(router, cfg, [*router.heads, head])
+    return MiniMLPRouter.sharing(router, cfg, [*router.heads, label_head(cfg)])  # teach() sets its start
 
 
 def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[str], label: str,
@@ -82,7 +75,6 @@ def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[s
     the replay prompts keep their probability on the labels they had, so the labels the router already
     knows route exactly as before wherever the new head stays low. ``progress`` hears the finished share
     now and then (the page's progress bar)."""
-    torch.manual_seed(seed)
     labels = list(router.cfg.labels)
     if not router.heads or router.cfg.heads[-1] != label or labels[-1] != label:
         raise DLPError(f"'{label}' is not the router's newest label head", hint="make it with with_new_label")
@@ -102,6 +94,12 @@ def teach(router: MiniMLPRouter, tokenizer, replay: list[dict], examples: list[s
     # The examples weigh a quarter of the replay set together: enough to claim their kind, not everything.
     weight = torch.where(new, (~new).sum() / new.sum() / 4, torch.tensor(1.0))
     head = router.heads[-1]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # a start set by ``seed``, the process's RNG untouched
+        torch.manual_seed(seed)
+        for m in head:
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+        head[-1].bias.fill_(float(router.mlp[-1].bias.min()))  # unlikely until taught
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     for step in range(steps):
