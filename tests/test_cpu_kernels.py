@@ -46,6 +46,27 @@ def test_row_kernel_handles_odd_sizes_and_tails(shape):
     torch.testing.assert_close(row_gemm.linear(x, w), torch.nn.functional.linear(x, w), rtol=1e-5, atol=1e-4)
 
 
+@needs_rows
+@pytest.mark.parametrize("rows, tokens", [(1, 1), (3, 1), (2, 3), (8, 1)])
+def test_base_and_lora_in_one_row_kernel_call(rows, tokens):
+    """Mixed rows, two adapters of different ranks: the row kernel's LoRA pass equals the torch path."""
+    torch.manual_seed(10 * rows + tokens)
+    layer = FusedLoRALinear(torch.nn.Linear(64, 97), "x")
+    layer.loras["a"] = LoRAWeights(torch.randn(4, 64), torch.randn(97, 4), 2.0)
+    layer.loras["b"] = LoRAWeights(torch.randn(3, 64), torch.randn(97, 3), 0.5)
+    mixes = [{"a": 0.7, "b": 0.3}, {}, {"b": 1.0}, {"a": 1.0}] * 2
+    x = torch.randn(rows, tokens, 64)
+    with torch.no_grad(), build_plan({"x": layer}, mixes[:rows]).applied():
+        layer.kernels = KernelTable({r: "rows" for r in ROWS}, source="forced")
+        ours = layer(x)
+        layer.kernels = None
+        ref = layer(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="rank"):
+        row_gemm.linear_lora(x, layer.base.weight, None, torch.randn(300, 64), torch.randn(97, 300),
+                             torch.ones(rows * tokens, 300))
+
+
 def test_choice_per_row_count_prefill_and_training_keep_linear():
     table = KernelTable({1: "stock", 2: "stock", 3: "rows", 5: "onednn", 8: "rows"})
     assert [table.proj_kernel(r) for r in (1, 3, 4, 5, 7, 8, 9, 300)] == \
