@@ -62,12 +62,6 @@ static inline vf ld(const float *p) { return *(const vfu *)p; }
 static inline float dot(const float *a, const float *b, size_t k0, size_t K) {
     float s = 0; for (size_t k = k0; k < K; k++) s += a[k] * b[k]; return s;
 }
-static inline float dot_simd(const float *a, const float *b, long K) {  /* the sum in vector lanes */
-    float s = 0;
-    #pragma omp simd reduction(+:s)
-    for (long k = 0; k < K; k++) s += a[k] * b[k];
-    return s;
-}
 """
 
 _TAIL = r"""
@@ -89,11 +83,11 @@ int row_gemm(const float *x, long M, long K, const float *w, long N, const float
     return 0;
 }
 
-/* The same plus a LoRA delta in the same pass: out += (mix * (x @ A^T)) @ B^T, with A (R, K), B (N, R) and
+/* The same plus a LoRA delta in the same pass: out += (mix * (x @ A^T)) @ Bt, with A (R, K), Bt (R, N) and
    mix (M, R). h = x @ A^T is R dot products per row, done first on one thread; each thread then adds B's rows
    for its own share of the outputs while they are still in cache. */
 int row_gemm_lora(const float *x, long M, long K, const float *w, long N, const float *b,
-                  const float *A, long R, const float *B, const float *mix, float *out) {
+                  const float *A, long R, const float *Bt, const float *mix, float *out) {
     if (M < 1 || M > 8 || R < 1 || R > MAX_R) return -1;
     kern f = KERNS[M];
     float h[8 * MAX_R];
@@ -106,8 +100,15 @@ int row_gemm_lora(const float *x, long M, long K, const float *w, long N, const 
         long n0 = t * per, n1 = n0 + per < N ? n0 + per : N;
         if (n0 < n1) {
             f(x, (size_t)K, w, b, out, (size_t)N, (size_t)n0, (size_t)n1);
-            for (long m = 0; m < M; m++)
-                for (long n = n0; n < n1; n++) out[m * N + n] += dot_simd(B + n * R, h + m * R, R);
+            for (long k = 0; k < R; k++) {  /* axpy over this thread's outputs: vector lanes along n */
+                const float *bk = Bt + k * N;
+                for (long m = 0; m < M; m++) {
+                    const float hk = h[m * R + k];
+                    float *o = out + m * N;
+                    #pragma omp simd
+                    for (long n = n0; n < n1; n++) o[n] += hk * bk[n];
+                }
+            }
         }
     }
     return 0;
@@ -249,15 +250,16 @@ def linear_lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 mix: torch.Tensor) -> torch.Tensor:
     """``F.linear(x, weight, bias) + (mix * (x @ A.T)) @ B.T`` in one call, for at most 8 rows: a decode step's
     LoRA delta without the four small torch ops it otherwise takes per projection. ``mix`` (rows, R): each
-    row's weight times LoRA scale on each LoRA column."""
+    row's weight times LoRA scale on each LoRA column. ``B`` (out, R) is read as ``B.T``, best contiguous
+    (:class:`dlp.fusion.LoRAWeights` holds it so)."""
     K, N, R = weight.shape[1], weight.shape[0], A.shape[0]
     x2 = x.reshape(-1, K).contiguous()
-    w, a, bb = (t if t.is_contiguous() else t.contiguous() for t in (weight, A, B))
+    w, a, bt = (t if t.is_contiguous() else t.contiguous() for t in (weight, A, B.T))
     m = mix.reshape(x2.shape[0], R).contiguous()
     b = None if bias is None else bias.contiguous()
     out = torch.empty(x2.shape[0], N, dtype=x.dtype)
     rc = _LIB.row_gemm_lora(x2.data_ptr(), x2.shape[0], K, w.data_ptr(), N, None if b is None else b.data_ptr(),
-                            a.data_ptr(), R, bb.data_ptr(), m.data_ptr(), out.data_ptr())
+                            a.data_ptr(), R, bt.data_ptr(), m.data_ptr(), out.data_ptr())
     if rc != 0:
         raise ValueError(f"row_gemm_lora takes 1-{MAX_ROWS} rows and rank 1-{MAX_LORA_RANK}, got "
                          f"{x2.shape[0]} and {R}")
