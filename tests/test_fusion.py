@@ -122,3 +122,26 @@ def test_transposed_head_matches_linear():
         speed_up_head(model)
         assert isinstance(model.get_output_embeddings(), TransposedHead)
         torch.testing.assert_close(model(ids).logits, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_concatenations_are_reused_and_never_stale():
+    """A repeated adapter set reuses its concatenation; a replaced or removed adapter is never served stale."""
+    from dlp.fusion import add_lora, remove_lora
+
+    torch.manual_seed(3)
+    layer = FusedLoRALinear(torch.nn.Linear(16, 12), "x")
+    layers = {"x": layer}
+    add_lora(layers, "a", {"x": LoRAWeights(torch.randn(4, 16), torch.randn(12, 4), 2.0)})
+    add_lora(layers, "b", {"x": LoRAWeights(torch.randn(2, 16), torch.randn(12, 2), 0.5)})
+    x = torch.randn(1, 3, 16)
+    mix = [{"a": 0.7, "b": 0.3}]
+    first = build_plan(layers, mix).layers["x"][0]
+    assert build_plan(layers, mix).layers["x"][0] is first
+    add_lora(layers, "b", {"x": LoRAWeights(torch.randn(2, 16), torch.randn(12, 2), 0.5)})  # replaced
+    with torch.no_grad(), build_plan(layers, mix).applied():
+        got = layer(x)
+    ref = layer.base(x) + sum(w * layer.loras[n].scale * (x @ layer.loras[n].A.T @ layer.loras[n].B.T)
+                              for n, w in mix[0].items())
+    torch.testing.assert_close(got, ref)
+    remove_lora(layers, "b")
+    assert not layer._cats
