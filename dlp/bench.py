@@ -158,7 +158,7 @@ def run(manifest_path: str | None = None, max_new_tokens: int = 64, repeats: int
     setup, first = [], []
     for _ in range(20):  # a request whose adapter set is new to every layer, then one that repeats it
         for layer in layers.values():
-            layer._cats.clear()
+            layer.drop_concatenations()
         for out in (first, setup):
             t = time.perf_counter()
             build_plan(layers, cases["compare"], engine.device)

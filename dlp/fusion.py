@@ -106,6 +106,10 @@ class FusedLoRALinear(nn.Module):
             del self._cats[next(iter(self._cats))]
         return hit[0], hit[1]
 
+    def drop_concatenations(self) -> None:
+        """Forget the kept concatenations (an adapter was removed, or a measurement needs a cold start)."""
+        self._cats.clear()
+
     def _rows_with_lora(self, x: torch.Tensor, A_cat: torch.Tensor) -> bool:
         """Where the kernel table put this row count on the row kernel, the LoRA delta rides in the same call
         (on an AMD EPYC the delta's four small torch ops cost ~50 us per projection, 210 per token)."""
@@ -257,4 +261,4 @@ def remove_lora(layers: dict[str, FusedLoRALinear], adapter: str) -> None:
     with _LOCK:
         for layer in layers.values():
             layer.loras.pop(adapter, None)
-            layer._cats.clear()  # entries holding the removed adapter's tensors
+            layer.drop_concatenations()  # entries holding the removed adapter's tensors

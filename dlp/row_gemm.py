@@ -69,22 +69,28 @@ _TAIL = r"""
 typedef void (*kern)(const float *, size_t, const float *, const float *, float *, size_t, size_t, size_t);
 static const kern KERNS[9] = {0, rows_1, rows_2, rows_3, rows_4, rows_5, rows_6, rows_7, rows_8};
 
+/* This thread's contiguous share [n0, n1) of the N weight rows, in multiples of 4. */
+static inline void share(long N, long *n0, long *n1) {
+    long t = omp_get_thread_num(), T = omp_get_num_threads(), per = ((N + T - 1) / T + 3) / 4 * 4;
+    *n0 = t * per;
+    *n1 = *n0 + per < N ? *n0 + per : N;
+}
+
 /* out (M, N) = x (M, K) @ w (N, K)^T (+ b): each thread takes one contiguous share of the N weight rows. */
 int row_gemm(const float *x, long M, long K, const float *w, long N, const float *b, float *out) {
     if (M < 1 || M > 8) return -1;
     kern f = KERNS[M];
     #pragma omp parallel
     {
-        long t = omp_get_thread_num(), T = omp_get_num_threads();
-        long per = ((N + T - 1) / T + 3) / 4 * 4;
-        long n0 = t * per, n1 = n0 + per < N ? n0 + per : N;
+        long n0, n1;
+        share(N, &n0, &n1);
         if (n0 < n1) f(x, (size_t)K, w, b, out, (size_t)N, (size_t)n0, (size_t)n1);
     }
     return 0;
 }
 
 /* The same plus a LoRA delta in the same pass: out += (mix * (x @ A^T)) @ Bt, with A (R, K), Bt (R, N) and
-   mix (M, R). h = x @ A^T is R dot products per row, done first on one thread; each thread then adds B's rows
+   mix (M, R). h = x @ A^T is R dot products per row, done first on one thread; each thread then adds Bt's rows
    for its own share of the outputs while they are still in cache. */
 int row_gemm_lora(const float *x, long M, long K, const float *w, long N, const float *b,
                   const float *A, long R, const float *Bt, const float *mix, float *out) {
@@ -95,9 +101,8 @@ int row_gemm_lora(const float *x, long M, long K, const float *w, long N, const 
     for (long i = 0; i < M * R; i++) h[i] *= mix[i];
     #pragma omp parallel
     {
-        long t = omp_get_thread_num(), T = omp_get_num_threads();
-        long per = ((N + T - 1) / T + 3) / 4 * 4;
-        long n0 = t * per, n1 = n0 + per < N ? n0 + per : N;
+        long n0, n1;
+        share(N, &n0, &n1);
         if (n0 < n1) {
             f(x, (size_t)K, w, b, out, (size_t)N, (size_t)n0, (size_t)n1);
             for (long k = 0; k < R; k++) {  /* axpy over this thread's outputs: vector lanes along n */
@@ -234,15 +239,28 @@ def why_not() -> str | None:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for at most 8 rows (all leading dimensions together); :func:`load` first."""
+    return _call(x, weight, bias)
+
+
+def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora: tuple | None = None) -> torch.Tensor:
+    """One kernel call on contiguous operands; ``lora``: (A, B, mix) for :func:`linear_lora`."""
     K, N = weight.shape[1], weight.shape[0]
     x2 = x.reshape(-1, K).contiguous()
     w = weight if weight.is_contiguous() else weight.contiguous()
     b = None if bias is None else bias.contiguous()
     out = torch.empty(x2.shape[0], N, dtype=x.dtype)
-    rc = _LIB.row_gemm(x2.data_ptr(), x2.shape[0], K, w.data_ptr(), N,
-                       None if b is None else b.data_ptr(), out.data_ptr())
+    head = (x2.data_ptr(), x2.shape[0], K, w.data_ptr(), N, None if b is None else b.data_ptr())
+    if lora is None:
+        rc = _LIB.row_gemm(*head, out.data_ptr())
+    else:
+        A, B, mix = lora
+        R = A.shape[0]
+        a, bt = (t if t.is_contiguous() else t.contiguous() for t in (A, B.T))
+        m = mix.reshape(x2.shape[0], R).contiguous()
+        rc = _LIB.row_gemm_lora(*head, a.data_ptr(), R, bt.data_ptr(), m.data_ptr(), out.data_ptr())
     if rc != 0:
-        raise ValueError(f"row_gemm takes 1-{MAX_ROWS} rows, got {x2.shape[0]}")
+        raise ValueError(f"row_gemm takes 1-{MAX_ROWS} rows and a LoRA rank of 1-{MAX_LORA_RANK}, got "
+                         f"{x2.shape[0]} rows" + ("" if lora is None else f" and rank {lora[0].shape[0]}"))
     return out.reshape(*x.shape[:-1], N)
 
 
@@ -252,15 +270,4 @@ def linear_lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     LoRA delta without the four small torch ops it otherwise takes per projection. ``mix`` (rows, R): each
     row's weight times LoRA scale on each LoRA column. ``B`` (out, R) is read as ``B.T``, best contiguous
     (:class:`dlp.fusion.LoRAWeights` holds it so)."""
-    K, N, R = weight.shape[1], weight.shape[0], A.shape[0]
-    x2 = x.reshape(-1, K).contiguous()
-    w, a, bt = (t if t.is_contiguous() else t.contiguous() for t in (weight, A, B.T))
-    m = mix.reshape(x2.shape[0], R).contiguous()
-    b = None if bias is None else bias.contiguous()
-    out = torch.empty(x2.shape[0], N, dtype=x.dtype)
-    rc = _LIB.row_gemm_lora(x2.data_ptr(), x2.shape[0], K, w.data_ptr(), N, None if b is None else b.data_ptr(),
-                            a.data_ptr(), R, bt.data_ptr(), m.data_ptr(), out.data_ptr())
-    if rc != 0:
-        raise ValueError(f"row_gemm_lora takes 1-{MAX_ROWS} rows and rank 1-{MAX_LORA_RANK}, got "
-                         f"{x2.shape[0]} and {R}")
-    return out.reshape(*x.shape[:-1], N)
+    return _call(x, weight, bias, (A, B, mix))
