@@ -93,6 +93,10 @@ def read_adapter(name: str, folder: Path, model: nn.Module) -> tuple[AdapterInfo
     if not pairs:
         raise DLPError(f"Adapter '{name}': the weights file holds no LoRA tensors")
 
+    if not torch.isfinite(torch.cat([t.reshape(-1) for t in state.values()])).all():  # one pass, not 2 per module
+        bad = next(k for k, t in state.items() if not torch.isfinite(t).all())
+        raise DLPError(f"Adapter '{name}': '{_KEY.match(bad)['module']}' holds NaN or infinite values")
+
     modules = dict(model.named_modules())
     param = next(model.parameters())
     out: dict[str, LoRAWeights] = {}
@@ -114,8 +118,6 @@ def read_adapter(name: str, folder: Path, model: nn.Module) -> tuple[AdapterInfo
                 hint="the adapter was trained for another base model")
         alpha = _pattern(cfg.alpha_pattern, module_name, cfg.lora_alpha)
         scale = alpha / math.sqrt(r) if cfg.use_rslora else alpha / r
-        if not all(torch.isfinite(t).all() for t in (A, B)):
-            raise DLPError(f"Adapter '{name}': '{module_name}' holds NaN or infinite values")
         out[module_name] = LoRAWeights(A.to(param.device, param.dtype), B.to(param.device, param.dtype), float(scale))
         ranks.append(r)
     info = AdapterInfo(

@@ -92,6 +92,7 @@ def test_the_heads_kernels_agree_and_are_chosen_per_row_count(rows):
     torch.manual_seed(rows)
     head = TransposedHead(torch.nn.Linear(64, 500, bias=False))
     h = torch.randn(rows, 1, 64)
+    assert head.weight_t is None  # built on first use, so a start-up whose kernels skip it never pays for it
     for kind in ["head_linear"] + (["head_rows"] if "rows" in KINDS else []):
         torch.testing.assert_close(head.run(h, kind), head.run(h, "head_t"), rtol=1e-5, atol=1e-5)
     head.kernels = KernelTable({}, head={1: "head_t", 2: "head_linear", 3: "head_linear", 5: "head_t", 8: "head_rows"})
@@ -100,6 +101,7 @@ def test_the_heads_kernels_agree_and_are_chosen_per_row_count(rows):
     ref = head(h)
     head.drop_transposed()  # no row count uses the copy: F.linear takes its place, same logits
     torch.testing.assert_close(head.run(h, "head_t"), ref, rtol=1e-5, atol=1e-5)
+    assert head.weight_t is None  # and a dropped copy is never built again
 
 
 def test_engine_measures_once_then_reads_the_cache(tmp_path, monkeypatch):

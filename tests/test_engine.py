@@ -138,6 +138,20 @@ def test_adapter_with_unknown_module_is_refused(tiny_manifest, tmp_path):
         Engine(_manifest_with_adapter(tiny_manifest, tmp_path, folder))
 
 
+def test_adapter_holding_nan_is_refused_naming_the_module(tiny_manifest, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(tiny_manifest.parent / "adapters" / "alpha", folder)
+    state = load_file(folder / "adapter_model.safetensors")
+    key = sorted(k for k in state if "lora_B" in k)[-1]
+    state[key][0, 0] = float("nan")
+    save_file(state, folder / "adapter_model.safetensors")
+    module = key.split(".lora_B")[0].removeprefix("base_model.model.")
+    with pytest.raises(DLPError, match=f"'{module}' holds NaN or infinite values"):
+        Engine(_manifest_with_adapter(tiny_manifest, tmp_path, folder))
+
+
 @pytest.mark.parametrize("damage, match", [
     (lambda f: (f / "adapter_model.safetensors").unlink(), "missing"),
     (lambda f: (f / "adapter_model.safetensors").write_bytes(b"not a safetensors file"), "corrupt"),
