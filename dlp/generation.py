@@ -128,14 +128,15 @@ class LoopGuard(StoppingCriteria):
     are in ``ended``, so the page can mark them "(stopped: repeating)". Small models at greedy decoding
     loop often, and a looping column would keep the whole batch, and the page, waiting to the cap."""
 
-    def __init__(self, prompt_len: int, times: int = 3):
+    def __init__(self, prompt_len: int, times: int = 3, stop_ids: set[int] | None = None):
         self.prompt_len, self.times = prompt_len, times
+        self.stop_ids = stop_ids or set()  # a row that produced one has ended; the padding after it is no loop
         self.ended: set[int] = set()
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
         rows = input_ids[:, self.prompt_len :].tolist()
         for i, ids in enumerate(rows):
-            if i not in self.ended and repeats_at_end(ids, self.times):
+            if i not in self.ended and not self.stop_ids.intersection(ids) and repeats_at_end(ids, self.times):
                 self.ended.add(i)
         return torch.tensor([i in self.ended for i in range(len(rows))], dtype=torch.bool, device=input_ids.device)
 
@@ -193,7 +194,9 @@ class RowStreamer(BaseStreamer):
             if t.tokens:
                 t.decode_ms = (self.last_at[i] - self.first_token_at) * 1000
                 t.total_ms = (self.last_at[i] - self.start) * 1000
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.ids]
+        # A character split over tokens decodes to U+FFFD until its last byte comes (or never, at the cap): shown
+        # as nothing rather than as a stray replacement mark.
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd") for ids in self.ids]
         done = [d or finished for d in self.done]
         return StreamState(texts, [list(x) for x in self.ids], [RowTiming(**vars(t)) for t in self.timings],
                            done, finished, eos=[d or i in self.looped for i, d in enumerate(self.done)],
@@ -242,7 +245,8 @@ def stream_generate(model, tokenizer, input_ids: torch.Tensor, attention_mask: t
     updates: queue.Queue = queue.Queue()
     eos_ids = stop_ids(tokenizer)
     criteria = StoppingCriteriaList([CancelFlag(cancel, walked_away)])
-    guard = LoopGuard(input_ids.shape[1]) if options.loop_guard else None
+    guard = LoopGuard(input_ids.shape[1], stop_ids={*eos_ids, tokenizer.pad_token_id} - {None}) \
+        if options.loop_guard else None
     if guard is not None:
         criteria.append(guard)
     streamer = RowStreamer(tokenizer, input_ids.shape[0], eos_ids, updates, every, guard.ended if guard else None)

@@ -277,6 +277,10 @@ def test_loop_guard_ends_only_the_row_that_repeats_itself():
     guard = LoopGuard(prompt_len=2)
     ids = torch.tensor([[5, 5, *[1, 2, 3, 4] * 3], [5, 5, *range(20, 32)]])
     assert guard(ids, None).tolist() == [True, False] and guard.ended == {0}
+    # A row that ended (end-of-text, then padding while longer rows decode) is finished, never "repeating".
+    guard = LoopGuard(prompt_len=2, stop_ids={0})
+    ids = torch.tensor([[5, 5, 7, 8, 9, *[0] * 40], [5, 5, *range(20, 63)]])
+    assert guard(ids, None).tolist() == [False, False] and guard.ended == set()
 
 
 def test_single_columns_are_the_kept_set_or_the_ones_asked_for(tiny_engine):
@@ -301,3 +305,18 @@ def test_columns_that_compute_the_same_share_one_row(tiny_engine):
     assert [t.tokens for t in last.state.timings][1:] == [last.state.timings[1].tokens] * 3
     *_, alone = tiny_engine.stream(PROMPT, [cols[2]], GenerationOptions(max_new_tokens=8))
     assert alone.state.texts[0] == last.state.texts[2]
+
+
+def test_a_character_cut_at_the_cap_is_not_shown_as_a_replacement_mark():
+    import queue
+
+    from dlp.generation import RowStreamer
+
+    class Bytes:  # a byte-level tokenizer's decode: an emoji's first two bytes alone give U+FFFD
+        def decode(self, ids, skip_special_tokens=True):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    streamer = RowStreamer(Bytes(), 2, set(), queue.Queue())
+    smile = list("ok 🙂".encode())
+    streamer.ids = [smile[:-2], smile]
+    assert streamer.snapshot(True).texts == ["ok ", "ok 🙂"]
