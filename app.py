@@ -32,7 +32,7 @@ CSS = """
 #run-prompt {font-size: 0.92em; color: #333}
 #timing table {display: block; overflow-x: auto; white-space: nowrap}
 @media (max-width: 700px) {.results-md table {display: block; overflow-x: auto; white-space: nowrap}}
-#timing table {display: block; overflow-x: auto; white-space: nowrap}
+.textfield {word-break: normal !important; overflow-wrap: anywhere}  /* word diffs: Gradio breaks inside words */
 #weights table {width: 100%}
 #weights td:last-child {width: 30%}
 .shaded {white-space: pre-wrap; line-height: 1.7; padding: 6px 2px}

@@ -174,15 +174,18 @@ def gate_chart(tokens: list[str], names: list[str], steps: list[list[float]], co
     """The token gate's weights at every generated token, stacked to 1 in the adapters' colours (which
     adapter wrote which words); the x axis reads as the answer itself."""
     fig = go.Figure()
-    x = list(range(len(steps)))
+    x = list(range(len(steps) + 1))  # token i fills [i, i + 1]: the last one (or a one-token answer) gets width too
     for j, name in enumerate(names):
-        fig.add_scatter(x=x, y=[s[j] for s in steps], name="base (no adapter)" if name == "base" else name,
+        fig.add_scatter(x=x, y=[s[j] for s in [*steps, steps[-1]]] if steps else [],
+                        name="base (no adapter)" if name == "base" else name,
                         mode="lines", stackgroup="gate", line=dict(width=0.5, shape="hv"),
                         fillcolor=colors.get(name, BASE_COLOR if name == "base" else "#888888"),
-                        customdata=tokens, hovertemplate="%{customdata}: %{y:.2f}<extra>" + name + "</extra>")
+                        customdata=[*tokens, *tokens[-1:]],
+                        hovertemplate="%{customdata}: %{y:.2f}<extra>" + name + "</extra>")
     shown = [t.replace("\n", "⏎").strip() or "·" for t in tokens]
     step = max(1, -(-len(shown) // 24))  # at most 24 tick labels, so a phone still reads them
-    fig.update_xaxes(tickvals=x[::step], ticktext=shown[::step], tickangle=-60, gridcolor="#eee")
+    fig.update_xaxes(tickvals=[i + 0.5 for i in x[:-1]][::step], ticktext=shown[::step], tickangle=-60,
+                     gridcolor="#eee", range=[0, len(steps)])
     fig.update_yaxes(range=[0, 1], title="gate weight", gridcolor="#eee")
     fig = _layout(fig, "Token gate: each adapter's weight<br><span style='font-size:12px;color:#555'>at every "
                        "token, mean over layers</span>", 330)

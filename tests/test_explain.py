@@ -41,3 +41,11 @@ def test_sweep_mixtures_and_likeness():
     assert likeness("le chat dort", "le chat dort") == 1.0 and likeness("", "") == 1.0
     assert likeness("le chat dort", "the cat sleeps") == 0.0
     assert 0 < likeness("le chat dort bien", "le chien dort bien") < 1
+
+
+def test_the_gate_chart_gives_every_token_width_even_a_one_token_answer():
+    from dlp.charts import gate_chart
+
+    fig = gate_chart(["positive"], ["sentiment", "base"], [[0.75, 0.25]], {})
+    assert [list(t.x) for t in fig.data] == [[0, 1], [0, 1]] and list(fig.data[0].y) == [0.75, 0.75]
+    assert list(fig.layout.xaxis.tickvals) == [0.5] and list(fig.layout.xaxis.ticktext) == ["positive"]

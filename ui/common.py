@@ -54,6 +54,8 @@ def cancel_run(request: gr.Request = None) -> None:
 def message(exc: Exception) -> str:
     if isinstance(exc, DLPError):
         return str(exc)
+    if isinstance(exc, gr.Error):  # already worded for the visitor (a handler re-raised it)
+        return str(getattr(exc, "message", exc))
     return f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are kept; try again."
 
 

@@ -218,7 +218,8 @@ def build(engine, colors: dict[str, str], bench_ratio: float | None, demo: gr.Bl
             gain_view, gain_note = gr.HTML(value="", visible=False), "Shading the fused answer by what the adapters added…"
         else:
             gain_view = gr.HTML(value="", visible=False)
-            gain_note = "The router kept only **base**: the fused answer is the base model's own."
+            gain_note = ("The router kept only **base**: the fused answer is the base model's own." if not adapters
+                         else "The fused answer is empty (stopped before its first word): nothing to shade.")
         record = {
             "prompt": update.route.prompt, "settings": {k: v for k, v in settings.items() if k != "prompt"},
             "route": update.route.as_dict(),
