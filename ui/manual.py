@@ -75,7 +75,7 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
         except Exception as exc:  # noqa: BLE001
             gr.Warning(message(exc))
             return [gr.skip()] * n_sliders
-        values = [round(route.selected.get(n, 0.0), 3) for n in mix_names(request)]
+        values = [round(route.selected.get(n, 0.0), 2) for n in mix_names(request)]  # on the sliders' step
         return values + [0.0] * (n_sliders - len(values))
 
     def slot_updates(session: str) -> list:
@@ -90,9 +90,9 @@ def build(engine, shared, tab: gr.Tab) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="manual-prompt")
-            sliders = [gr.Slider(0, 1, value=0, step=0.05, label="base (no adapter)" if n == "base" else n)
+            sliders = [gr.Slider(0, 1, value=0, step=0.01, label="base (no adapter)" if n == "base" else n)
                        for n in fixed]
-            slots = [gr.Slider(0, 1, value=0, step=0.05, visible=False, elem_classes="slot")
+            slots = [gr.Slider(0, 1, value=0, step=0.01, visible=False, elem_classes="slot")
                      for _ in range(MAX_PER_SESSION)]
             with gr.Row():
                 copy = gr.Button("Start from the router's weights")
