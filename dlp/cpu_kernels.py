@@ -219,6 +219,4 @@ def choose(linears: list[nn.Module], cache: Path | None, head: nn.Module | None 
         pack(linears)
     if head is not None and not table.uses("head_t"):
         head.drop_transposed()
-    elif head is not None:
-        head.transposed()  # built now, at start-up, not in a visitor's first request
     return table

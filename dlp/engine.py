@@ -113,8 +113,8 @@ class Engine:
         self.kernels = choose_kernels(list(fused_layers(self.model).values()), cache_root(),
                                       head if isinstance(head, TransposedHead) else None) \
             if self.device.type == "cpu" else None
-        if self.kernels is None and isinstance(head, TransposedHead):
-            head.transposed()  # the default head kernel, built at start-up rather than in a first request
+        if isinstance(head, TransposedHead):
+            head.transposed()  # built at start-up, not in a first request (a no-op where the kernels dropped it)
         self.use_cpu_kernels(True)
         if router is not None:
             self.routing.probs("warm-up")  # the first call pays one-off allocation; keep it out of visitors' timings

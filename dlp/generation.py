@@ -132,11 +132,14 @@ class LoopGuard(StoppingCriteria):
         self.prompt_len, self.times = prompt_len, times
         self.stop_ids = stop_ids or set()  # a row that produced one has ended; the padding after it is no loop
         self.ended: set[int] = set()
+        self.finished: set[int] = set()  # rows that produced a stop id (checked on each step's new token)
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
         rows = input_ids[:, self.prompt_len :].tolist()
         for i, ids in enumerate(rows):
-            if i not in self.ended and not self.stop_ids.intersection(ids) and repeats_at_end(ids, self.times):
+            if ids and ids[-1] in self.stop_ids:
+                self.finished.add(i)
+            if i not in self.ended and i not in self.finished and repeats_at_end(ids, self.times):
                 self.ended.add(i)
         return torch.tensor([i in self.ended for i in range(len(rows))], dtype=torch.bool, device=input_ids.device)
 
